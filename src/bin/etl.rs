@@ -1,0 +1,225 @@
+//! `etl`: parse the command line, start logging, call the library, map the outcome to an exit code.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+use tracing_subscriber::EnvFilter;
+
+use audio_etl::cli::{Cli, Command, LogFormat, NoiseArgs, ToneArgs};
+use audio_etl::etl::tone::Tone;
+use audio_etl::etl::transform::NoiseLevel;
+use audio_etl::etl::wav::Layout;
+use audio_etl::supervisor::discover::Shard;
+use audio_etl::supervisor::pool::{Pool, PoolConfig};
+use audio_etl::supervisor::report::LogWriter;
+use audio_etl::supervisor::{self, GenerateOptions, RunEnd, RunError, RunOptions};
+
+/// The exit codes, as README.md documents them.
+#[derive(Clone, Copy)]
+enum Exit {
+    Ok = 0,
+    Failed = 1,
+    Usage = 2,
+    Locked = 75,
+    Interrupted = 130,
+    Terminated = 143,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = log_level(&cli);
+    if let Command::Worker { server, parent } = &cli.command {
+        init_logging(&level, cli.log_format);
+        return match audio_etl::worker::run(server, *parent) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("worker: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    init_logging(&level, cli.log_format);
+    let progress = cli.quiet == 0 && cli.log_format == LogFormat::Text;
+    let worker_args = vec![
+        "--log-format".into(),
+        format!("{:?}", cli.log_format).to_lowercase(),
+        format!("-{}", level_flag(&cli)),
+    ];
+    let worker_args = worker_args.into_iter().filter(|a| a != "-").collect();
+
+    let exit = match cli.command {
+        Command::Run(args) => {
+            let jobs = jobs(args.jobs);
+            let mut pool = Pool::new(PoolConfig {
+                workers: jobs,
+                retries: args.retries,
+                timeout: args.timeout,
+                worker_args,
+            });
+            let opts = RunOptions {
+                paths: args.paths,
+                level: noise_level(&args.noise),
+                seed: args.noise.seed,
+                out_dir: args.out_dir,
+                recursive: args.recursive,
+                force: args.force,
+                shard: args.shard.unwrap_or(Shard::WHOLE),
+                report: args.report,
+                dry_run: args.dry_run,
+                progress: progress && !args.no_progress,
+                fsync: !args.no_fsync,
+                jobs,
+            };
+            conclude(supervisor::run(&mut pool, &opts))
+        }
+        Command::GenFakeData(args) => {
+            let mut pool = Pool::new(pool_config(args.tone.jobs, worker_args));
+            conclude(supervisor::generate(
+                &mut pool,
+                &generate_options(args.out_dir, &args.tone, progress),
+            ))
+        }
+        Command::Demo(args) => {
+            let mut pool = Pool::new(pool_config(args.tone.jobs, worker_args));
+            let generated = supervisor::generate(
+                &mut pool,
+                &generate_options(args.dir.clone(), &args.tone, progress),
+            );
+            match conclude(generated) {
+                Exit::Ok => {
+                    println!("starting etl");
+                    let opts = RunOptions {
+                        paths: vec![args.dir],
+                        level: noise_level(&args.noise),
+                        seed: args.noise.seed,
+                        out_dir: None,
+                        recursive: false,
+                        force: true,
+                        shard: Shard::WHOLE,
+                        report: None,
+                        dry_run: false,
+                        progress,
+                        fsync: true,
+                        jobs: jobs(args.tone.jobs),
+                    };
+                    conclude(supervisor::run(&mut pool, &opts))
+                }
+                other => other,
+            }
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "etl", &mut std::io::stdout());
+            Exit::Ok
+        }
+        Command::Worker { .. } => unreachable!("handled above"),
+    };
+    ExitCode::from(exit as u8)
+}
+
+fn conclude(result: Result<RunEnd, RunError>) -> Exit {
+    match result {
+        Ok(RunEnd::Completed(counts)) if counts.failed == 0 => Exit::Ok,
+        Ok(RunEnd::Completed(_)) => Exit::Failed,
+        Ok(RunEnd::Interrupted(sig, _)) if sig == libc::SIGTERM => Exit::Terminated,
+        Ok(RunEnd::Interrupted(..)) => Exit::Interrupted,
+        Ok(RunEnd::GaveUp(why, _)) => {
+            tracing::error!("{why}");
+            Exit::Failed
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            match e {
+                RunError::Usage(_) => Exit::Usage,
+                RunError::Locked(_) => Exit::Locked,
+                RunError::Fatal(_) => Exit::Failed,
+            }
+        }
+    }
+}
+
+fn jobs(asked: Option<u16>) -> usize {
+    asked
+        .map(usize::from)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn pool_config(jobs_asked: Option<u16>, worker_args: Vec<String>) -> PoolConfig {
+    PoolConfig {
+        workers: jobs(jobs_asked),
+        retries: 1,
+        timeout: None,
+        worker_args,
+    }
+}
+
+fn noise_level(args: &NoiseArgs) -> NoiseLevel {
+    match (args.sigma, args.snr_db) {
+        (_, Some(db)) => NoiseLevel::SnrDb(db),
+        (Some(s), None) => NoiseLevel::Sigma(s),
+        (None, None) => NoiseLevel::Sigma(0.1),
+    }
+}
+
+fn generate_options(out_dir: PathBuf, tone: &ToneArgs, progress: bool) -> GenerateOptions {
+    GenerateOptions {
+        out_dir,
+        count: tone.count,
+        tone: Tone {
+            layout: Layout {
+                encoding: tone.format.into(),
+                channels: tone.channels,
+                sample_rate: tone.sample_rate,
+            },
+            seconds: tone.duration,
+            frequency: tone.frequency,
+            amplitude: tone.amplitude,
+        },
+        force: tone.force,
+        progress,
+    }
+}
+
+fn log_level(cli: &Cli) -> String {
+    match (cli.verbose, cli.quiet) {
+        (0, 0) => "info",
+        (1, _) => "debug",
+        (v, _) if v >= 2 => "trace",
+        (_, 1) => "warn",
+        _ => "error",
+    }
+    .to_string()
+}
+
+/// The flag that gives a worker the supervisor's level (`v`, `vv`, `q`, ...), empty for the default.
+fn level_flag(cli: &Cli) -> String {
+    "v".repeat(cli.verbose as usize) + &"q".repeat(cli.quiet as usize)
+}
+
+fn init_logging(level: &str, format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::io::stderr().is_terminal();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(|| LogWriter);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        // Text shows the message alone: it already names the file; the fields are for JSON.
+        LogFormat::Text => builder
+            .without_time()
+            .with_ansi(color)
+            .fmt_fields(tracing_subscriber::fmt::format::debug_fn(
+                |w, field, value| {
+                    if field.name() == "message" {
+                        write!(w, "{value:?}")
+                    } else {
+                        Ok(())
+                    }
+                },
+            ))
+            .try_init(),
+    };
+}

@@ -1,0 +1,264 @@
+//! The command line: every subcommand and flag, with the checks that make a bad value a usage
+//! error (exit 2) naming the problem.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::etl::wav::Encoding;
+use crate::supervisor::discover::Shard;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "etl",
+    version,
+    about = "Add Gaussian noise to batches of WAV files, in parallel worker processes",
+    after_help = "Exit codes: 0 all files ok or skipped; 1 some files failed; 2 usage error; \
+                  75 another run holds the lock; 130 interrupted (SIGINT); 143 terminated (SIGTERM)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// More log output on stderr (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Less log output on stderr (-q warnings and errors only, -qq errors only).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "verbose")]
+    pub quiet: u8,
+
+    /// Log format on stderr. RUST_LOG, when set, overrides -v and -q.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Transform WAV files: add noise, clip, write <name>-transformed.wav.
+    Run(RunArgs),
+    /// Write test tones: example0.wav, example1.wav, ... in a folder.
+    GenFakeData(GenArgs),
+    /// Generate the test tones that are missing, then transform them, with timings.
+    Demo(DemoArgs),
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// How the supervisor starts its workers (internal).
+    #[command(hide = true)]
+    Worker {
+        #[arg(long)]
+        server: String,
+        #[arg(long)]
+        parent: u32,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct NoiseArgs {
+    /// Standard deviation of the noise, relative to full scale (1.0).
+    #[arg(long, value_parser = non_negative, conflicts_with = "snr_db", allow_negative_numbers = true)]
+    pub sigma: Option<f64>,
+
+    /// Noise level as a signal-to-noise ratio in dB against each file's RMS (all channels).
+    #[arg(long, value_parser = finite, allow_negative_numbers = true)]
+    pub snr_db: Option<f64>,
+
+    /// Seed for the noise: the same seed gives the same bytes whatever -j. Drawn and logged if
+    /// not given.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// WAV files, or folders of them.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+
+    #[command(flatten)]
+    pub noise: NoiseArgs,
+
+    /// Worker processes [default: the available parallelism].
+    #[arg(short, long, value_parser = clap::value_parser!(u16).range(1..), value_name = "N")]
+    pub jobs: Option<u16>,
+
+    /// Write outputs under DIR, mirroring the folders below each PATH, instead of beside inputs.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+
+    /// Descend into sub-folders.
+    #[arg(short, long)]
+    pub recursive: bool,
+
+    /// Transform even when an output newer than its input exists.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Times a file is retried on a fresh worker after its worker died or timed out.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub retries: u32,
+
+    /// Longest time one file may take (30s, 2m, 1h); the worker is then stopped.
+    #[arg(long, value_parser = positive_duration, value_name = "DURATION")]
+    pub timeout: Option<Duration>,
+
+    /// Write a JSON Lines report: one object per file as it finishes, then a summary.
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+
+    /// Say what would be transformed or skipped, and why; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Take only the files whose relative path hashes to INDEX of COUNT shards (INDEX from 0).
+    #[arg(long, value_name = "INDEX/COUNT")]
+    pub shard: Option<Shard>,
+
+    /// Skip fsync of outputs before they are renamed into place (faster; a power loss may then
+    /// leave an output that looks done but is not).
+    #[arg(long)]
+    pub no_fsync: bool,
+
+    /// Never draw a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ToneArgs {
+    /// Number of files.
+    #[arg(long, default_value_t = 24, value_name = "N")]
+    pub count: u32,
+
+    /// Length of each file in seconds (fractions allowed).
+    #[arg(long, default_value_t = 240.0, value_parser = positive, value_name = "SECONDS")]
+    pub duration: f64,
+
+    /// Tone frequency in Hz.
+    #[arg(long, default_value_t = 440.0, value_parser = positive, value_name = "HZ")]
+    pub frequency: f64,
+
+    /// Peak amplitude relative to full scale, from 0 to 1.
+    #[arg(long, default_value_t = 0.5, value_parser = unit_interval)]
+    pub amplitude: f64,
+
+    /// Samples per second.
+    #[arg(long, default_value_t = 44100, value_parser = clap::value_parser!(u32).range(1..), value_name = "HZ")]
+    pub sample_rate: u32,
+
+    /// Channels (the same tone on each).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..), value_name = "N")]
+    pub channels: u16,
+
+    /// Sample format.
+    #[arg(long, value_enum, default_value_t = FormatArg::F32)]
+    pub format: FormatArg,
+
+    /// Worker processes [default: the available parallelism].
+    #[arg(short, long, value_parser = clap::value_parser!(u16).range(1..), value_name = "N")]
+    pub jobs: Option<u16>,
+
+    /// Replace files that exist.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GenArgs {
+    /// Folder to write into.
+    #[arg(long, default_value = "sounds", value_name = "DIR")]
+    pub out_dir: PathBuf,
+
+    #[command(flatten)]
+    pub tone: ToneArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Folder of the test tones and their outputs.
+    #[arg(long, default_value = "sounds", value_name = "DIR")]
+    pub dir: PathBuf,
+
+    #[command(flatten)]
+    pub tone: ToneArgs,
+
+    #[command(flatten)]
+    pub noise: NoiseArgs,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    F32,
+    I16,
+    I24,
+    I32,
+    U8,
+}
+
+impl From<FormatArg> for Encoding {
+    fn from(f: FormatArg) -> Encoding {
+        match f {
+            FormatArg::F32 => Encoding::F32,
+            FormatArg::I16 => Encoding::I16,
+            FormatArg::I24 => Encoding::I24,
+            FormatArg::I32 => Encoding::I32,
+            FormatArg::U8 => Encoding::U8,
+        }
+    }
+}
+
+fn finite(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(format!("{s} is not a finite number"))
+    }
+}
+
+fn non_negative(s: &str) -> Result<f64, String> {
+    let v = finite(s)?;
+    if v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("{s} is negative; it must be 0 or more"))
+    }
+}
+
+fn positive(s: &str) -> Result<f64, String> {
+    let v = finite(s)?;
+    if v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("{s} must be more than 0"))
+    }
+}
+
+fn unit_interval(s: &str) -> Result<f64, String> {
+    let v = finite(s)?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{s} is outside 0 to 1"))
+    }
+}
+
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration such as 30s, 2m or 1h: {e}"))?;
+    if d.is_zero() {
+        Err("a timeout of 0 would stop every file at once".into())
+    } else {
+        Ok(d)
+    }
+}

@@ -1,0 +1,197 @@
+//! Transforming one file, or one block range of it: read, add noise, clip, write in place.
+//!
+//! The output is written into a temporary file that the caller names and later renames. Every
+//! part of a split file opens the same temporary, gives it the same length and header, and
+//! writes its own disjoint byte range, so the parts may run in any order, in any process.
+//! Memory is a few fixed buffers, whatever the file's size.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::path::Path;
+
+use super::wav::{self, WavError, WavInfo};
+use super::{describe_io, kernel, noise};
+
+/// How loud the noise is.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum NoiseLevel {
+    /// Standard deviation relative to full scale (1.0).
+    Sigma(f64),
+    /// Signal-to-noise ratio in dB against the file's RMS over all channels.
+    SnrDb(f64),
+}
+
+/// What to do: which input, which temporary output, which part of it.
+#[derive(Clone, Debug)]
+pub struct Request<'a> {
+    pub input: &'a Path,
+    pub temp_output: &'a Path,
+    pub part: u32,
+    pub parts: u32,
+    pub level: NoiseLevel,
+    pub file_seed: u64,
+    /// Flush the output to stable storage before returning.
+    pub fsync: bool,
+}
+
+/// What was done.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Stats {
+    pub layout: wav::Layout,
+    pub frames: u64,
+    /// Samples clipped in the blocks this part processed.
+    pub clipped: u64,
+    /// The noise's standard deviation, relative to full scale.
+    pub sigma: f64,
+    pub size_recovered: bool,
+}
+
+#[derive(Debug)]
+pub enum TransformError {
+    Input(WavError),
+    NotRegular(&'static str),
+    /// The input changed size while it was being read.
+    Shrunk,
+    Output(io::Error),
+}
+
+impl fmt::Display for TransformError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransformError::Input(e) => write!(f, "{e}"),
+            TransformError::NotRegular(kind) => write!(f, "not a regular file: {kind}"),
+            TransformError::Shrunk => write!(f, "truncated: the file shrank while it was read"),
+            TransformError::Output(e) => write!(f, "writing the output: {}", describe_io(e)),
+        }
+    }
+}
+
+impl std::error::Error for TransformError {}
+
+impl From<WavError> for TransformError {
+    fn from(e: WavError) -> Self {
+        TransformError::Input(e)
+    }
+}
+
+/// Opens an input read-only, refusing anything that is not a regular file without blocking on it
+/// (opening a FIFO for reading would otherwise wait for a writer forever).
+pub fn open_input(path: &Path) -> Result<File, TransformError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| TransformError::Input(WavError::Io(e)))?;
+    let kind = file
+        .metadata()
+        .map_err(|e| TransformError::Input(WavError::Io(e)))?
+        .file_type();
+    if !kind.is_file() {
+        return Err(TransformError::NotRegular(file_kind(&kind)));
+    }
+    Ok(file)
+}
+
+/// A word for a kind of file that is not a regular one.
+pub fn file_kind(kind: &std::fs::FileType) -> &'static str {
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// The blocks part `part` of `parts` covers, out of `total`.
+pub fn part_blocks(total: u64, part: u32, parts: u32) -> std::ops::Range<u64> {
+    let parts = parts.max(1) as u64;
+    let part = part as u64;
+    (total * part / parts)..(total * (part + 1) / parts)
+}
+
+pub fn transform(req: &Request) -> Result<Stats, TransformError> {
+    let input = open_input(req.input)?;
+    let info = wav::probe(&input)?;
+    let sigma = match req.level {
+        NoiseLevel::Sigma(s) => s,
+        NoiseLevel::SnrDb(db) => rms(&input, &info)? / 10f64.powf(db / 20.0),
+    };
+
+    let header = wav::header(&info.fmt_chunk, info.data_len)?;
+    let output = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(req.temp_output)
+        .map_err(TransformError::Output)?;
+    let total_len = header.len() as u64 + info.data_len;
+    if output.metadata().map_err(TransformError::Output)?.len() != total_len {
+        output.set_len(total_len).map_err(TransformError::Output)?;
+    }
+    output
+        .write_all_at(&header, 0)
+        .map_err(TransformError::Output)?;
+
+    let bytes_per_sample = info.layout.encoding.bytes();
+    let samples = info.samples();
+    let total_blocks = samples.div_ceil(noise::BLOCK_SAMPLES as u64);
+    let mut inbuf = vec![0u8; noise::BLOCK_SAMPLES * bytes_per_sample];
+    let mut outbuf = vec![0u8; inbuf.len()];
+    let mut noisebuf = vec![0f64; noise::BLOCK_SAMPLES];
+    let mut clipped = 0;
+    for block in part_blocks(total_blocks, req.part, req.parts) {
+        let first = block * noise::BLOCK_SAMPLES as u64;
+        let n = (samples - first).min(noise::BLOCK_SAMPLES as u64) as usize;
+        let len = n * bytes_per_sample;
+        let at = first * bytes_per_sample as u64;
+        read_exact_at(&input, &mut inbuf[..len], info.data_offset + at)?;
+        let mut rng = noise::block_rng(req.file_seed, block);
+        noise::fill_gaussian(&mut rng, sigma, &mut noisebuf[..n]);
+        clipped += kernel::add_noise(
+            info.layout.encoding,
+            &inbuf[..len],
+            &noisebuf[..n],
+            &mut outbuf[..len],
+        );
+        output
+            .write_all_at(&outbuf[..len], header.len() as u64 + at)
+            .map_err(TransformError::Output)?;
+    }
+    if req.fsync {
+        output.sync_all().map_err(TransformError::Output)?;
+    }
+    Ok(Stats {
+        layout: info.layout,
+        frames: info.frames(),
+        clipped,
+        sigma,
+        size_recovered: info.size_recovered,
+    })
+}
+
+/// The RMS of all samples of all channels, in [0, 1].
+fn rms(input: &File, info: &WavInfo) -> Result<f64, TransformError> {
+    let mut buf = vec![0u8; noise::BLOCK_SAMPLES * info.layout.encoding.bytes()];
+    let (mut at, mut sum) = (0u64, 0f64);
+    while at < info.data_len {
+        let len = (info.data_len - at).min(buf.len() as u64) as usize;
+        read_exact_at(input, &mut buf[..len], info.data_offset + at)?;
+        sum += kernel::sum_of_squares(info.layout.encoding, &buf[..len]);
+        at += len as u64;
+    }
+    Ok((sum / info.samples().max(1) as f64).sqrt())
+}
+
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> Result<(), TransformError> {
+    file.read_exact_at(buf, offset).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => TransformError::Shrunk,
+        _ => TransformError::Input(WavError::Io(e)),
+    })
+}

@@ -1,0 +1,74 @@
+//! The messages between the supervisor and its workers. Only paths, numbers and error text cross
+//! the channel, never audio.
+//!
+//! The handshake: the supervisor opens an `IpcOneShotServer<FromWorker>` and passes its name on the
+//! worker's command line; the worker connects and sends [`FromWorker::Hello`] carrying the sender
+//! on which it will take [`ToWorker`] messages. The receiver the supervisor gets from `accept()`
+//! then carries that worker's results, and closes when the worker dies.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use ipc_channel::ipc::IpcSender;
+use serde::{Deserialize, Serialize};
+
+use crate::etl::tone::Tone;
+use crate::etl::transform::{NoiseLevel, Stats};
+
+/// A path as raw bytes, so that names which are not UTF-8 cross the channel intact.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WirePath(Vec<u8>);
+
+impl WirePath {
+    pub fn to_path(&self) -> PathBuf {
+        PathBuf::from(OsString::from_vec(self.0.clone()))
+    }
+}
+
+impl From<&Path> for WirePath {
+    fn from(p: &Path) -> Self {
+        WirePath(p.as_os_str().as_bytes().to_vec())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub enum ToWorker {
+    Transform(TransformJob),
+    Generate(GenerateJob),
+}
+
+/// One part of one file to transform into `temp_output`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TransformJob {
+    pub id: u64,
+    pub input: WirePath,
+    pub temp_output: WirePath,
+    pub part: u32,
+    pub parts: u32,
+    pub level: NoiseLevel,
+    pub file_seed: u64,
+    pub fsync: bool,
+}
+
+/// One tone to write into `temp_output`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GenerateJob {
+    pub id: u64,
+    pub temp_output: WirePath,
+    pub tone: Tone,
+}
+
+#[derive(Serialize, Deserialize)]
+pub enum FromWorker {
+    Hello { pid: u32, jobs: IpcSender<ToWorker> },
+    Done(JobResult),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobResult {
+    pub id: u64,
+    pub seconds: f64,
+    /// `None` for a generated tone.
+    pub outcome: Result<Option<Stats>, String>,
+}

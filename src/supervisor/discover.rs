@@ -1,0 +1,358 @@
+//! Finding the inputs: which files a run covers, where each one's output goes, and which are
+//! already done.
+//!
+//! A PATH is a file or a folder. In a folder, every `*.wav` (any case) is an input, except hidden
+//! files and our own `*-transformed.wav` outputs; `-r` descends into sub-folders, following
+//! symbolic links but never the same folder twice. Each input has a relative path (to the PATH it
+//! was found under): its noise seed and its shard are derived from it, and `--out-dir` mirrors it.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::etl::describe_io;
+use crate::etl::transform::file_kind;
+
+const OUTPUT_SUFFIX: &str = "-transformed.wav";
+
+/// Which part of the files this run takes: those whose relative path hashes to `index` mod `count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
+
+    pub fn takes(&self, relative: &Path) -> bool {
+        let hash = xxhash_rust::xxh3::xxh3_64(relative.as_os_str().as_bytes());
+        hash % self.count as u64 == self.index as u64
+    }
+
+    /// A short tag for file names: `0of1`, `2of3`.
+    pub fn tag(&self) -> String {
+        format!("{}of{}", self.index, self.count)
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Shard, String> {
+        let (i, n) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not INDEX/COUNT (for example 0/4)"))?;
+        let index: u32 = i
+            .trim()
+            .parse()
+            .map_err(|_| format!("shard index {i:?} is not a whole number"))?;
+        let count: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("shard count {n:?} is not a whole number"))?;
+        if count == 0 {
+            return Err("shard count must be at least 1".into());
+        }
+        if index >= count {
+            return Err(format!(
+                "shard index {index} is out of range: indexes run from 0 to {}",
+                count - 1
+            ));
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+/// One input file and what the run decided about it.
+#[derive(Clone, Debug)]
+pub struct Input {
+    pub path: PathBuf,
+    /// Relative to the PATH it was found under (the file name, for a PATH that is a file).
+    pub relative: PathBuf,
+    pub output: PathBuf,
+    pub size: u64,
+    pub status: Plan,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Plan {
+    Transform,
+    /// Not transformed, and why.
+    Skip(String),
+    /// Cannot be transformed, and why.
+    Fail(String),
+}
+
+pub struct Discovery {
+    pub inputs: Vec<Input>,
+    /// The folders outputs go under (one per PATH, or `--out-dir`): where locks live.
+    pub output_roots: Vec<PathBuf>,
+    /// Things found that are not inputs but deserve a word (symbolic link loops, unreadable folders).
+    pub warnings: Vec<String>,
+}
+
+pub struct Options<'a> {
+    pub paths: &'a [PathBuf],
+    pub recursive: bool,
+    pub out_dir: Option<&'a Path>,
+    pub force: bool,
+    pub shard: Shard,
+}
+
+/// A usage error: a PATH that does not exist or cannot be read at all.
+#[derive(Debug)]
+pub struct MissingPath(pub String);
+
+pub fn discover(opts: &Options) -> Result<Discovery, MissingPath> {
+    let mut found = Discovery {
+        inputs: Vec::new(),
+        output_roots: Vec::new(),
+        warnings: Vec::new(),
+    };
+    for root in opts.paths {
+        let meta = fs::metadata(root)
+            .map_err(|e| MissingPath(format!("{}: {}", root.display(), describe_io(&e))))?;
+        if meta.is_dir() {
+            let out_root = opts.out_dir.unwrap_or(root).to_path_buf();
+            push_unique(&mut found.output_roots, out_root);
+            let mut visited = HashSet::new();
+            walk(opts, root, Path::new(""), &mut visited, &mut found);
+        } else {
+            let name = root.file_name().map(PathBuf::from).unwrap_or_default();
+            let parent = root.parent().filter(|p| !p.as_os_str().is_empty());
+            let out_root = opts
+                .out_dir
+                .or(parent)
+                .unwrap_or(Path::new("."))
+                .to_path_buf();
+            push_unique(&mut found.output_roots, out_root);
+            if is_output_name(&name) {
+                found.warnings.push(format!(
+                    "{}: ignored: a {OUTPUT_SUFFIX} file is an output, never an input",
+                    root.display()
+                ));
+                continue;
+            }
+            let plan = if meta.is_file() {
+                Plan::Transform
+            } else {
+                Plan::Fail(format!(
+                    "not a regular file: {}",
+                    file_kind(&meta.file_type())
+                ))
+            };
+            add_input(opts, root.clone(), name, meta.len(), plan, &mut found);
+        }
+    }
+    mark_duplicate_outputs(&mut found.inputs);
+    Ok(found)
+}
+
+fn push_unique(list: &mut Vec<PathBuf>, p: PathBuf) {
+    if !list.contains(&p) {
+        list.push(p);
+    }
+}
+
+fn walk(
+    opts: &Options,
+    dir: &Path,
+    relative: &Path,
+    visited: &mut HashSet<(u64, u64)>,
+    found: &mut Discovery,
+) {
+    let Ok(meta) = fs::metadata(dir) else { return };
+    if !visited.insert((meta.dev(), meta.ino())) {
+        found.warnings.push(format!(
+            "{}: skipped: a symbolic link loop (this folder was already visited)",
+            dir.display()
+        ));
+        return;
+    }
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            found.warnings.push(format!(
+                "{}: cannot list folder: {}",
+                dir.display(),
+                describe_io(&e)
+            ));
+            return;
+        }
+    };
+    let mut names: Vec<_> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
+    names.sort();
+    for name in names {
+        if name.as_bytes().starts_with(b".") {
+            continue;
+        }
+        let path = dir.join(&name);
+        let rel = relative.join(&name);
+        // Follow symbolic links; a dangling one is reported if it looks like an input.
+        let meta = match fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                if is_input_name(&name) {
+                    let why = if fs::symlink_metadata(&path).is_ok() {
+                        "a dangling symbolic link".to_string()
+                    } else {
+                        describe_io(&e)
+                    };
+                    add_input(opts, path, rel, 0, Plan::Fail(why), found);
+                }
+                continue;
+            }
+        };
+        if meta.is_dir() {
+            if opts.recursive {
+                walk(opts, &path, &rel, visited, found);
+            } else if is_input_name(&name) {
+                let why = "not a regular file: a directory (use -r to look inside)".to_string();
+                add_input(opts, path, rel, 0, Plan::Fail(why), found);
+            }
+            continue;
+        }
+        if !is_input_name(&name) {
+            continue;
+        }
+        let plan = if meta.is_file() {
+            Plan::Transform
+        } else {
+            Plan::Fail(format!(
+                "not a regular file: {}",
+                file_kind(&meta.file_type())
+            ))
+        };
+        add_input(opts, path, rel, meta.len(), plan, found);
+    }
+}
+
+fn add_input(
+    opts: &Options,
+    path: PathBuf,
+    relative: PathBuf,
+    size: u64,
+    mut plan: Plan,
+    found: &mut Discovery,
+) {
+    if !opts.shard.takes(&relative) {
+        return;
+    }
+    let output_name = output_name(relative.file_name().unwrap_or(OsStr::new("")));
+    let output = match opts.out_dir {
+        Some(out) => out.join(&relative).with_file_name(output_name),
+        None => path.with_file_name(output_name),
+    };
+    if plan == Plan::Transform {
+        plan = decide(&path, &output, opts.force);
+    }
+    found.inputs.push(Input {
+        path,
+        relative,
+        output,
+        size,
+        status: plan,
+    });
+}
+
+/// Transform, or skip because the output is newer, or fail because the output is the input.
+fn decide(input: &Path, output: &Path, force: bool) -> Plan {
+    let (Ok(inp), Ok(out)) = (fs::metadata(input), fs::metadata(output)) else {
+        return Plan::Transform;
+    };
+    if (inp.dev(), inp.ino()) == (out.dev(), out.ino()) {
+        return Plan::Fail(format!(
+            "output {} is the same file as the input",
+            output.display()
+        ));
+    }
+    if !force && out.is_file() && out.modified().ok() > inp.modified().ok() {
+        return Plan::Skip("output is newer than the input".into());
+    }
+    Plan::Transform
+}
+
+/// Two inputs (say `a.wav` and `a.WAV`) whose outputs would be the same file: the second fails.
+fn mark_duplicate_outputs(inputs: &mut [Input]) {
+    let mut seen: HashSet<PathBuf> = HashSet::new();
+    let mut first_of: Vec<(PathBuf, PathBuf)> = Vec::new();
+    for input in inputs.iter_mut() {
+        if !seen.insert(input.output.clone()) {
+            let first = first_of
+                .iter()
+                .find(|(o, _)| *o == input.output)
+                .map(|(_, p)| p.display().to_string())
+                .unwrap_or_default();
+            input.status = Plan::Fail(format!(
+                "output {} would also be written for {first}",
+                input.output.display()
+            ));
+        } else {
+            first_of.push((input.output.clone(), input.path.clone()));
+        }
+    }
+}
+
+fn is_input_name(name: &OsStr) -> bool {
+    let bytes = name.as_bytes();
+    bytes.len() > 4
+        && bytes[bytes.len() - 4..].eq_ignore_ascii_case(b".wav")
+        && !is_output_name(name)
+}
+
+fn is_output_name(name: impl AsRef<OsStr>) -> bool {
+    let bytes = name.as_ref().as_bytes();
+    bytes.len() >= OUTPUT_SUFFIX.len()
+        && bytes[bytes.len() - OUTPUT_SUFFIX.len()..].eq_ignore_ascii_case(OUTPUT_SUFFIX.as_bytes())
+}
+
+/// `x.wav` and `x.WAV` give `x-transformed.wav`; a name without `.wav` keeps all of it as the stem.
+fn output_name(input_name: &OsStr) -> std::ffi::OsString {
+    let bytes = input_name.as_bytes();
+    let stem = if bytes.len() > 4 && bytes[bytes.len() - 4..].eq_ignore_ascii_case(b".wav") {
+        &bytes[..bytes.len() - 4]
+    } else {
+        bytes
+    };
+    let mut out = stem.to_vec();
+    out.extend_from_slice(OUTPUT_SUFFIX.as_bytes());
+    std::ffi::OsString::from(OsStr::from_bytes(&out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(is_input_name(OsStr::new("a.WAV")));
+        assert!(!is_input_name(OsStr::new("a-transformed.wav")));
+        assert!(!is_input_name(OsStr::new("a-TRANSFORMED.WAV")));
+        assert!(!is_input_name(OsStr::new(".wav")));
+        assert_eq!(output_name(OsStr::new("x.Wav")), "x-transformed.wav");
+    }
+
+    #[test]
+    fn shards_parse_and_partition() {
+        assert!("3/3".parse::<Shard>().is_err());
+        assert!("0/0".parse::<Shard>().is_err());
+        assert!("x".parse::<Shard>().is_err());
+        let shards: Vec<Shard> = (0..3).map(|i| format!("{i}/3").parse().unwrap()).collect();
+        for n in 0..100 {
+            let p = PathBuf::from(format!("d/f{n}.wav"));
+            assert_eq!(shards.iter().filter(|s| s.takes(&p)).count(), 1);
+        }
+    }
+}

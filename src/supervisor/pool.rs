@@ -1,0 +1,603 @@
+//! The worker pool: spawning, feeding, timing out, killing and replacing worker processes.
+//!
+//! One thread per worker blocks on that worker's IPC receiver (first in `accept()`, which has no
+//! timeout) and forwards what it gets into one event channel; a signal thread does the same for
+//! SIGINT and SIGTERM. The loop in [`Pool::run`] is the only place that decides anything: it waits
+//! on that channel with a deadline (the nearest job deadline, kill deadline or handshake
+//! deadline), so it never blocks forever. A worker's death shows as its receiver closing; its exit
+//! status says why. As in nextest, each worker runs in its own process group, is asked to stop
+//! with SIGTERM and is SIGKILLed after a grace period.
+
+use std::collections::VecDeque;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ipc_channel::ipc::{IpcOneShotServer, IpcSender};
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+use crate::protocol::{FromWorker, JobResult, ToWorker};
+
+/// How long a worker has between SIGTERM and SIGKILL.
+pub const GRACE: Duration = Duration::from_secs(5);
+/// How long a new worker has to connect.
+const HANDSHAKE: Duration = Duration::from_secs(20);
+/// The restart budget: more crashes than this within [`CRASH_WINDOW`] stop the run.
+const CRASH_WINDOW: Duration = Duration::from_secs(10);
+/// How often workers that have not connected yet are checked for an early death.
+const STARTING_POLL: Duration = Duration::from_millis(50);
+
+pub struct PoolConfig {
+    pub workers: usize,
+    pub retries: u32,
+    pub timeout: Option<Duration>,
+    /// Extra arguments for `etl worker` (such as the log level).
+    pub worker_args: Vec<String>,
+}
+
+/// A unit of work; `make` builds the message for one attempt.
+pub struct Task {
+    pub id: u64,
+    pub message: Box<dyn Fn() -> ToWorker>,
+}
+
+/// How one task ended.
+#[derive(Debug)]
+pub struct Completion {
+    pub id: u64,
+    pub result: Result<JobResult, String>,
+    pub attempts: u32,
+    pub worker_pid: u32,
+}
+
+/// How the whole pool ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PoolEnd {
+    /// Every task completed (successfully or not).
+    Finished,
+    /// A signal asked us to stop; tasks not completed were abandoned.
+    Interrupted(i32),
+    /// Workers kept dying; tasks not completed were abandoned.
+    GaveUp(String),
+}
+
+enum Event {
+    Hello {
+        slot: usize,
+        generation: u64,
+        pid: u32,
+        jobs: IpcSender<ToWorker>,
+    },
+    Done {
+        slot: usize,
+        generation: u64,
+        result: JobResult,
+    },
+    Gone {
+        slot: usize,
+        generation: u64,
+    },
+    Signal(i32),
+}
+
+enum State {
+    Starting {
+        since: Instant,
+        server: String,
+    },
+    Idle,
+    Busy {
+        task: usize,
+        deadline: Option<Instant>,
+    },
+}
+
+/// Why a worker is being stopped.
+#[derive(Clone, Copy, PartialEq)]
+enum StopReason {
+    Timeout,
+    Shutdown,
+}
+
+struct Worker {
+    child: Child,
+    generation: u64,
+    pid: u32,
+    jobs: Option<IpcSender<ToWorker>>,
+    state: State,
+    /// Set once SIGTERM was sent: when to SIGKILL, and why it was stopped.
+    stopping: Option<(Instant, StopReason)>,
+}
+
+struct Pending {
+    task: Task,
+    attempts: u32,
+}
+
+pub struct Pool {
+    config: PoolConfig,
+    events_tx: mpsc::Sender<Event>,
+    events: mpsc::Receiver<Event>,
+    slots: Vec<Option<Worker>>,
+    generation: u64,
+    crashes: VecDeque<Instant>,
+}
+
+impl Pool {
+    pub fn new(config: PoolConfig) -> Pool {
+        let (events_tx, events) = mpsc::channel();
+        let signal_tx = events_tx.clone();
+        match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
+            Ok(mut signals) => {
+                thread::spawn(move || {
+                    for sig in signals.forever() {
+                        if signal_tx.send(Event::Signal(sig)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            Err(e) => tracing::warn!("cannot watch for signals: {e}"),
+        }
+        let slots = (0..config.workers.max(1)).map(|_| None).collect();
+        Pool {
+            config,
+            events_tx,
+            events,
+            slots,
+            generation: 0,
+            crashes: VecDeque::new(),
+        }
+    }
+
+    /// Runs `tasks` (in the given order) to completion, calling `on_complete` for each as it ends.
+    pub fn run(&mut self, tasks: Vec<Task>, mut on_complete: impl FnMut(Completion)) -> PoolEnd {
+        let mut queue: VecDeque<usize> = (0..tasks.len()).collect();
+        let mut pending: Vec<Pending> = tasks
+            .into_iter()
+            .map(|task| Pending { task, attempts: 0 })
+            .collect();
+        let mut remaining = pending.len();
+        let mut end: Option<PoolEnd> = None;
+
+        let wanted = self.slots.len().min(remaining);
+        for slot in 0..wanted {
+            if let Err(e) = self.spawn(slot) {
+                return PoolEnd::GaveUp(e);
+            }
+        }
+
+        loop {
+            if end.is_none() {
+                self.dispatch(&mut queue, &mut pending);
+            }
+            if remaining == 0 && end.is_none() {
+                end = Some(PoolEnd::Finished);
+            }
+            if end.is_some() && self.slots.iter().all(Option::is_none) {
+                break;
+            }
+            if let Some(ending) = &end {
+                // Ask idle and starting workers to go; busy ones were signalled already.
+                let kill_now = matches!(ending, PoolEnd::GaveUp(_));
+                self.stop_all(StopReason::Shutdown, kill_now);
+            }
+
+            let wait = self
+                .next_wakeup()
+                .map(|t| t.saturating_duration_since(Instant::now()));
+            let event = match wait {
+                Some(d) => match self.events.recv_timeout(d) {
+                    Ok(ev) => Some(ev),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => unreachable!("we hold a sender"),
+                },
+                None => Some(self.events.recv().expect("we hold a sender")),
+            };
+            match event {
+                Some(Event::Hello {
+                    slot,
+                    generation,
+                    pid,
+                    jobs,
+                }) => {
+                    if let Some(w) = self.worker_mut(slot, generation) {
+                        tracing::debug!(pid, "worker {slot} connected");
+                        w.jobs = Some(jobs);
+                        w.state = State::Idle;
+                    }
+                }
+                Some(Event::Done {
+                    slot,
+                    generation,
+                    result,
+                }) => {
+                    let Some(w) = self.worker_mut(slot, generation) else {
+                        continue;
+                    };
+                    let State::Busy { task, .. } = w.state else {
+                        continue;
+                    };
+                    w.state = State::Idle;
+                    let pid = w.pid;
+                    remaining -= 1;
+                    on_complete(Completion {
+                        id: pending[task].task.id,
+                        result: Ok(result),
+                        attempts: pending[task].attempts,
+                        worker_pid: pid,
+                    });
+                }
+                Some(Event::Gone { slot, generation }) => {
+                    let Some(lost) = self.reap(slot, generation) else {
+                        continue;
+                    };
+                    if let Some((task, cause, pid)) = lost {
+                        let p = &mut pending[task];
+                        if end.is_none() && p.attempts <= self.config.retries {
+                            tracing::warn!("retrying after {cause}");
+                            queue.push_front(task);
+                        } else {
+                            remaining -= 1;
+                            on_complete(Completion {
+                                id: p.task.id,
+                                result: Err(cause),
+                                attempts: p.attempts,
+                                worker_pid: pid,
+                            });
+                        }
+                    }
+                    if end.is_none() {
+                        if let Some(reason) = self.over_budget() {
+                            end = Some(PoolEnd::GaveUp(reason));
+                            self.stop_all(StopReason::Shutdown, true);
+                        } else if remaining > 0
+                            && !queue.is_empty()
+                            && let Err(e) = self.spawn(slot)
+                        {
+                            end = Some(PoolEnd::GaveUp(e));
+                        }
+                    }
+                }
+                Some(Event::Signal(sig)) => {
+                    let again = end.is_some();
+                    if !again {
+                        tracing::warn!(
+                            "{}: stopping workers, finishing nothing new",
+                            signal_name(sig)
+                        );
+                        end = Some(PoolEnd::Interrupted(sig));
+                    }
+                    // A second signal does not wait for the grace period.
+                    self.stop_all(StopReason::Shutdown, again);
+                }
+                None => self.on_tick(),
+            }
+        }
+        end.unwrap_or(PoolEnd::Finished)
+    }
+
+    fn dispatch(&mut self, queue: &mut VecDeque<usize>, pending: &mut [Pending]) {
+        let timeout = self.config.timeout;
+        for w in self.slots.iter_mut().flatten() {
+            if queue.is_empty() {
+                return;
+            }
+            if !matches!(w.state, State::Idle) || w.stopping.is_some() {
+                continue;
+            }
+            let task = queue.pop_front().unwrap();
+            let p = &mut pending[task];
+            p.attempts += 1;
+            let sent = w
+                .jobs
+                .as_ref()
+                .map(|jobs| jobs.send((p.task.message)()).is_ok())
+                .unwrap_or(false);
+            // A failed send means the worker is dying: its Gone event will requeue the task.
+            w.state = State::Busy {
+                task,
+                deadline: timeout.map(|t| Instant::now() + t),
+            };
+            if !sent {
+                tracing::debug!("worker {} did not take its job", w.pid);
+            }
+        }
+    }
+
+    fn spawn(&mut self, slot: usize) -> Result<(), String> {
+        let (server, name) = IpcOneShotServer::<FromWorker>::new()
+            .map_err(|e| format!("cannot open an IPC channel: {e}"))?;
+        let exe =
+            std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))?;
+        let supervisor_pid = std::process::id();
+        let mut cmd = Command::new(exe);
+        cmd.arg("worker")
+            .arg("--server")
+            .arg(&name)
+            .arg("--parent")
+            .arg(supervisor_pid.to_string())
+            .args(&self.config.worker_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start a worker: {e}"))?;
+        self.generation += 1;
+        let generation = self.generation;
+        let tx = self.events_tx.clone();
+        thread::spawn(move || forward(server, slot, generation, tx));
+        self.slots[slot] = Some(Worker {
+            pid: child.id(),
+            child,
+            generation,
+            jobs: None,
+            state: State::Starting {
+                since: Instant::now(),
+                server: name,
+            },
+            stopping: None,
+        });
+        Ok(())
+    }
+
+    fn worker_mut(&mut self, slot: usize, generation: u64) -> Option<&mut Worker> {
+        self.slots[slot]
+            .as_mut()
+            .filter(|w| w.generation == generation)
+    }
+
+    /// Waits for a worker whose channel closed, and says what it was doing and why it died.
+    /// `None` when the event is stale; `Some(None)` when it was not working on anything.
+    #[allow(clippy::type_complexity)]
+    fn reap(&mut self, slot: usize, generation: u64) -> Option<Option<(usize, String, u32)>> {
+        self.worker_mut(slot, generation)?;
+        let mut w = self.slots[slot].take().unwrap();
+        let status = wait_briefly(&mut w.child);
+        let cause = match (w.stopping, self.config.timeout) {
+            (Some((_, StopReason::Timeout)), Some(t)) => {
+                format!("timed out after {}", humantime::format_duration(t))
+            }
+            _ => describe_exit(status),
+        };
+        let busy = match w.state {
+            State::Busy { task, .. } => Some(task),
+            _ => None,
+        };
+        let expected = w.stopping.is_some_and(|(_, r)| r == StopReason::Shutdown) || busy.is_none();
+        if !expected {
+            self.crashes.push_back(Instant::now());
+        }
+        tracing::debug!(pid = w.pid, "worker exited: {cause}");
+        Some(busy.map(|task| (task, cause, w.pid)))
+    }
+
+    fn over_budget(&mut self) -> Option<String> {
+        let now = Instant::now();
+        while self
+            .crashes
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
+        {
+            self.crashes.pop_front();
+        }
+        let budget = 5.max(self.slots.len());
+        (self.crashes.len() > budget).then(|| {
+            format!(
+                "workers keep dying: {} crashes within {}s; stopping the run",
+                self.crashes.len(),
+                CRASH_WINDOW.as_secs()
+            )
+        })
+    }
+
+    /// Signals every live worker to stop. With `kill_now`, SIGKILL at once.
+    fn stop_all(&mut self, reason: StopReason, kill_now: bool) {
+        for slot in 0..self.slots.len() {
+            let Some(w) = self.slots[slot].as_mut() else {
+                continue;
+            };
+            // Closing the job channel lets an idle worker leave on its own.
+            w.jobs = None;
+            if kill_now {
+                kill_group(w.pid, libc::SIGKILL);
+                w.stopping = Some((Instant::now(), reason));
+            } else if w.stopping.is_none() {
+                kill_group(w.pid, libc::SIGTERM);
+                w.stopping = Some((Instant::now() + GRACE, reason));
+            }
+            if let State::Starting { server, .. } = &w.state {
+                unblock_accept(server);
+            }
+        }
+    }
+
+    fn next_wakeup(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        for w in self.slots.iter().flatten() {
+            if let Some((at, _)) = w.stopping {
+                consider(at.max(Instant::now() + STARTING_POLL));
+            }
+            match &w.state {
+                State::Starting { .. } => consider(Instant::now() + STARTING_POLL),
+                State::Busy {
+                    deadline: Some(d), ..
+                } if w.stopping.is_none() => consider(*d),
+                _ => {}
+            }
+        }
+        next
+    }
+
+    /// Deadlines: kill workers past their grace, stop workers past their job's deadline, and
+    /// notice workers that died before they connected.
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        for slot in 0..self.slots.len() {
+            let Some(w) = self.slots[slot].as_mut() else {
+                continue;
+            };
+            if let Some((at, _)) = w.stopping
+                && now >= at
+            {
+                kill_group(w.pid, libc::SIGKILL);
+            }
+            match &w.state {
+                State::Busy {
+                    deadline: Some(d), ..
+                } if w.stopping.is_none() && now >= *d => {
+                    tracing::debug!(pid = w.pid, "job deadline passed: SIGTERM");
+                    kill_group(w.pid, libc::SIGTERM);
+                    w.stopping =
+                        Some((now + GRACE.min(Duration::from_secs(2)), StopReason::Timeout));
+                }
+                State::Starting { since, server } => {
+                    let dead = matches!(w.child.try_wait(), Ok(Some(_)));
+                    if dead || now.duration_since(*since) > HANDSHAKE {
+                        if !dead {
+                            tracing::warn!(pid = w.pid, "worker did not connect in time");
+                            kill_group(w.pid, libc::SIGKILL);
+                        }
+                        // The forwarding thread is blocked in accept(): connect so it returns.
+                        unblock_accept(server);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        for w in self.slots.iter_mut().flatten() {
+            kill_group(w.pid, libc::SIGKILL);
+            let _ = w.child.wait();
+        }
+    }
+}
+
+/// The worker's forwarding thread: handshake, then results, then the closing of the channel.
+fn forward(
+    server: IpcOneShotServer<FromWorker>,
+    slot: usize,
+    generation: u64,
+    tx: mpsc::Sender<Event>,
+) {
+    let gone = |tx: &mpsc::Sender<Event>| {
+        let _ = tx.send(Event::Gone { slot, generation });
+    };
+    let (results, first) = match server.accept() {
+        Ok(pair) => pair,
+        Err(_) => return gone(&tx),
+    };
+    let FromWorker::Hello { pid, jobs } = first else {
+        return gone(&tx);
+    };
+    if tx
+        .send(Event::Hello {
+            slot,
+            generation,
+            pid,
+            jobs,
+        })
+        .is_err()
+    {
+        return;
+    }
+    while let Ok(FromWorker::Done(result)) = results.recv() {
+        if tx
+            .send(Event::Done {
+                slot,
+                generation,
+                result,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+    gone(&tx)
+}
+
+/// Connects to a one-shot server and hangs up, so that a thread blocked in its `accept()` returns.
+fn unblock_accept(server: &str) {
+    let _ = IpcSender::<FromWorker>::connect(server.to_string());
+}
+
+fn kill_group(pid: u32, signal: i32) {
+    // SAFETY: kill(2) with a negative pid signals the process group the worker leads.
+    unsafe {
+        libc::kill(-(pid as i32), signal);
+    }
+}
+
+/// Waits for a child whose channel has closed. It is normally already dead; if it lingers, it
+/// is killed rather than waited on forever.
+fn wait_briefly(child: &mut Child) -> Option<std::process::ExitStatus> {
+    let until = Instant::now() + Duration::from_secs(2);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < until => thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                kill_group(child.id(), libc::SIGKILL);
+                return child.wait().ok();
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+fn describe_exit(status: Option<std::process::ExitStatus>) -> String {
+    let Some(status) = status else {
+        return "worker vanished".into();
+    };
+    if let Some(sig) = status.signal() {
+        let extra = match sig {
+            libc::SIGXFSZ => " (file-size limit exceeded)",
+            libc::SIGSEGV => " (segmentation fault)",
+            libc::SIGABRT => " (aborted)",
+            libc::SIGKILL => "",
+            _ => "",
+        };
+        format!("worker killed by {}{extra}", signal_name(sig))
+    } else {
+        match status.code() {
+            Some(101) => "worker panicked (exit status 101)".into(),
+            Some(code) => format!("worker exited with status {code}"),
+            None => "worker exited".into(),
+        }
+    }
+}
+
+pub fn signal_name(sig: i32) -> String {
+    match sig {
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGKILL => "SIGKILL".into(),
+        libc::SIGSEGV => "SIGSEGV".into(),
+        libc::SIGABRT => "SIGABRT".into(),
+        libc::SIGBUS => "SIGBUS".into(),
+        libc::SIGXFSZ => "SIGXFSZ".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        libc::SIGPIPE => "SIGPIPE".into(),
+        libc::SIGQUIT => "SIGQUIT".into(),
+        libc::SIGFPE => "SIGFPE".into(),
+        libc::SIGILL => "SIGILL".into(),
+        other => format!("signal {other}"),
+    }
+}

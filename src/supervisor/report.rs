@@ -1,0 +1,230 @@
+//! Telling the user what happened: one line per file on stdout as it completes (in the words of the
+//! Python example: `sounds/example0.wav completed in 0.33s`), failures on stderr through the log,
+//! the total and the counts at the end, a progress bar on a terminal, and an optional JSON Lines
+//! report written and flushed file by file, so an interrupted run keeps what finished.
+
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use crate::etl::describe_io;
+
+/// One file's line in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileRecord {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    pub status: Status,
+    pub seconds: f64,
+    pub frames: Option<u64>,
+    pub channels: Option<u16>,
+    pub sample_rate: Option<u32>,
+    pub clipped: Option<u64>,
+    pub attempts: u32,
+    pub worker_pid: Option<u32>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Skipped,
+    Failed,
+}
+
+/// The counts at the end of a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Counts {
+    pub ok: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    /// Files not finished because the run was stopped.
+    pub not_run: u64,
+}
+
+impl std::fmt::Display for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ok, {} skipped, {} failed",
+            self.ok, self.skipped, self.failed
+        )?;
+        if self.not_run > 0 {
+            write!(f, ", {} not run", self.not_run)?;
+        }
+        Ok(())
+    }
+}
+
+/// The bar currently on screen, so that log lines can be printed above it.
+static BAR: OnceLock<Mutex<Option<ProgressBar>>> = OnceLock::new();
+
+fn bar_slot() -> &'static Mutex<Option<ProgressBar>> {
+    BAR.get_or_init(|| Mutex::new(None))
+}
+
+/// Runs `f` with the progress bar (if any) cleared from the screen, and draws it again after.
+pub fn above_bar<R>(f: impl FnOnce() -> R) -> R {
+    let bar = bar_slot().lock().ok().and_then(|b| b.clone());
+    match bar {
+        Some(bar) => bar.suspend(f),
+        None => f(),
+    }
+}
+
+/// Stderr for the log, printed above the progress bar.
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        above_bar(|| io::stderr().lock().write_all(buf))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        io::stderr().flush()
+    }
+}
+
+pub struct Reporter {
+    report: Option<BufWriter<File>>,
+    report_path: Option<PathBuf>,
+    bar: Option<ProgressBar>,
+    pub counts: Counts,
+    /// The verb of the per-file line: "completed" for the transform, "written" for tones.
+    quiet_lines: bool,
+}
+
+impl Reporter {
+    /// `progress`: draw a bar (only honoured when stderr is a terminal).
+    pub fn new(
+        report: Option<&Path>,
+        progress: bool,
+        total_files: u64,
+        total_bytes: u64,
+        quiet_lines: bool,
+    ) -> Result<Reporter, String> {
+        let report_path = report.map(Path::to_path_buf);
+        let report = match report {
+            Some(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| format!("report {}: {}", path.display(), describe_io(&e)))?;
+                }
+                let file = File::create(path)
+                    .map_err(|e| format!("report {}: {}", path.display(), describe_io(&e)))?;
+                Some(BufWriter::new(file))
+            }
+            None => None,
+        };
+        let bar = (progress && io::stderr().is_terminal() && total_files > 0).then(|| {
+            let bar = ProgressBar::with_draw_target(
+                Some(total_bytes),
+                ProgressDrawTarget::stderr_with_hz(10),
+            );
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30} {msg} files  {binary_bytes}/{binary_total_bytes}  {binary_bytes_per_sec}  ETA {eta}",
+                )
+                .expect("a valid template"),
+            );
+            bar.set_message(format!("0/{total_files}"));
+            bar.enable_steady_tick(Duration::from_millis(200));
+            *bar_slot().lock().unwrap() = Some(bar.clone());
+            bar
+        });
+        Ok(Reporter {
+            report,
+            report_path,
+            bar,
+            counts: Counts::default(),
+            quiet_lines,
+        })
+    }
+
+    /// Records a file that finished, one way or another. `bytes` advances the progress bar.
+    pub fn file(&mut self, record: FileRecord, bytes: u64, total_files: u64) {
+        match record.status {
+            Status::Ok => {
+                self.counts.ok += 1;
+                if !self.quiet_lines {
+                    let line = format!(
+                        "{} completed in {:.2}s",
+                        record.input.display(),
+                        record.seconds
+                    );
+                    above_bar(|| {
+                        let _ = writeln!(io::stdout().lock(), "{line}");
+                    });
+                }
+            }
+            Status::Skipped => {
+                self.counts.skipped += 1;
+                tracing::info!(
+                    file = %record.input.display(),
+                    "{}: skipped: {}",
+                    record.input.display(),
+                    record.error.as_deref().unwrap_or("")
+                );
+            }
+            Status::Failed => {
+                self.counts.failed += 1;
+                let cause = record.error.as_deref().unwrap_or("failed");
+                tracing::error!(file = %record.input.display(), "{}: {cause}", record.input.display());
+            }
+        }
+        if let Some(bar) = &self.bar {
+            bar.inc(bytes);
+            let done = self.counts.ok + self.counts.skipped + self.counts.failed;
+            bar.set_message(format!("{done}/{total_files}"));
+        }
+        self.write_line(&record);
+    }
+
+    /// Ends the run: the total time and the counts on stdout, and the summary line of the report.
+    pub fn finish(&mut self, seconds: f64, summary: serde_json::Value, verb: &str) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+            *bar_slot().lock().unwrap() = None;
+        }
+        let mut out = io::stdout().lock();
+        let _ = writeln!(out, "{verb} took {seconds:.2}s total");
+        let _ = writeln!(out, "{}", self.counts);
+        self.write_line(&serde_json::json!({ "summary": summary }));
+    }
+
+    fn write_line(&mut self, value: &impl Serialize) {
+        let Some(report) = self.report.as_mut() else {
+            return;
+        };
+        let written = serde_json::to_writer(&mut *report, value)
+            .map_err(io::Error::other)
+            .and_then(|()| report.write_all(b"\n"))
+            .and_then(|()| report.flush());
+        if let Err(e) = written {
+            let path = self.report_path.as_deref().unwrap_or(Path::new("report"));
+            tracing::error!(
+                "report {}: {}; no longer writing it",
+                path.display(),
+                describe_io(&e)
+            );
+            self.report = None;
+        }
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+            if let Ok(mut slot) = bar_slot().lock() {
+                *slot = None;
+            }
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! The worker: a child process started by the supervisor (`etl worker`, hidden). It connects to
+//! the supervisor's one-shot IPC server, takes one job at a time, runs it through [`crate::etl`],
+//! and sends back the result. It exits when its job channel closes, and the kernel kills it if the
+//! supervisor dies (PR_SET_PDEATHSIG, set by the supervisor before exec).
+
+use std::path::Path;
+use std::time::Instant;
+
+use ipc_channel::ipc::{self, IpcSender};
+
+use crate::etl::{tone, transform};
+use crate::protocol::{FromWorker, GenerateJob, JobResult, ToWorker, TransformJob};
+
+/// Runs the worker loop until the supervisor closes the channel. Returns an error only when the
+/// handshake fails.
+pub fn run(server: &str, parent_pid: u32) -> Result<(), String> {
+    // The death signal set before exec does not cover a parent that died before it was set.
+    if std::os::unix::process::parent_id() != parent_pid {
+        return Err(format!("supervisor {parent_pid} is gone"));
+    }
+    // A file-size limit must fail the write with EFBIG, not kill the worker.
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+
+    let to_supervisor = IpcSender::<FromWorker>::connect(server.to_string())
+        .map_err(|e| format!("cannot connect to the supervisor: {e}"))?;
+    let (jobs_tx, jobs) = ipc::channel::<ToWorker>().map_err(|e| e.to_string())?;
+    to_supervisor
+        .send(FromWorker::Hello {
+            pid: std::process::id(),
+            jobs: jobs_tx,
+        })
+        .map_err(|e| format!("cannot greet the supervisor: {e}"))?;
+
+    while let Ok(job) = jobs.recv() {
+        let result = match job {
+            ToWorker::Transform(job) => run_transform(&job),
+            ToWorker::Generate(job) => run_generate(&job),
+        };
+        if to_supervisor.send(FromWorker::Done(result)).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn run_transform(job: &TransformJob) -> JobResult {
+    let start = Instant::now();
+    let (input, temp) = (job.input.to_path(), job.temp_output.to_path());
+    let outcome = transform::transform(&transform::Request {
+        input: &input,
+        temp_output: &temp,
+        part: job.part,
+        parts: job.parts,
+        level: job.level,
+        file_seed: job.file_seed,
+        fsync: job.fsync,
+    });
+    JobResult {
+        id: job.id,
+        seconds: start.elapsed().as_secs_f64(),
+        outcome: outcome.map(Some).map_err(|e| e.to_string()),
+    }
+}
+
+fn run_generate(job: &GenerateJob) -> JobResult {
+    let start = Instant::now();
+    let temp = job.temp_output.to_path();
+    let outcome = tone::write(Path::new(&temp), &job.tone)
+        .map(|()| None)
+        .map_err(|e| format!("writing the output: {}", crate::etl::describe_io(&e)));
+    JobResult {
+        id: job.id,
+        seconds: start.elapsed().as_secs_f64(),
+        outcome,
+    }
+}
