@@ -221,6 +221,21 @@ pub fn probe(file: &File) -> Result<WavInfo, WavError> {
 
 /// Asks hound what a `fmt ` chunk means, by showing it a minimal file made of that chunk alone.
 fn interpret_fmt(fmt_chunk: &[u8]) -> Result<Layout, WavError> {
+    // The encoding first: hound checks the fields' consistency before it looks at the format tag,
+    // which would call a real ADPCM or A-law file malformed rather than unsupported.
+    if fmt_chunk.len() >= 2 {
+        let tag = u16::from_le_bytes([fmt_chunk[0], fmt_chunk[1]]);
+        let tag = match tag {
+            0xFFFE if fmt_chunk.len() >= 26 => u16::from_le_bytes([fmt_chunk[24], fmt_chunk[25]]),
+            other => other,
+        };
+        if tag != 1 && tag != 3 && tag != 0xFFFE {
+            return Err(WavError::Unsupported(format!(
+                "{} (format tag {tag:#06x}); only PCM integer and IEEE float are supported",
+                format_tag_name(tag)
+            )));
+        }
+    }
     let mut synthetic = Vec::with_capacity(fmt_chunk.len() + 28);
     synthetic.extend_from_slice(b"RIFF\0\0\0\0WAVEfmt ");
     synthetic.extend_from_slice(&(fmt_chunk.len() as u32).to_le_bytes());
@@ -257,6 +272,18 @@ fn interpret_fmt(fmt_chunk: &[u8]) -> Result<Layout, WavError> {
         channels: spec.channels,
         sample_rate: spec.sample_rate,
     })
+}
+
+fn format_tag_name(tag: u16) -> &'static str {
+    match tag {
+        0x0002 => "Microsoft ADPCM",
+        0x0006 => "A-law",
+        0x0007 => "mu-law",
+        0x0011 => "IMA ADPCM",
+        0x0050 | 0x0055 => "MPEG audio",
+        0x0160..=0x0163 => "Windows Media Audio",
+        _ => "a compressed or unknown encoding",
+    }
 }
 
 fn hound_error(e: hound::Error) -> WavError {
