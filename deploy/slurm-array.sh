@@ -24,12 +24,13 @@ set -euo pipefail
 SOUNDS="${SOUNDS:-/shared/sounds}"
 mkdir -p reports
 
-# Plain exec: etl replaces this shell, so it is the process Slurm signals and
-# its exit code is the task's. At the time limit (or scancel) Slurm sends
-# SIGTERM to the job's processes, then SIGKILL after KillWait (a cluster
-# setting, 30 s by default). etl stops its workers, removes its temp files
-# and exits 143 within ~10 s, so nothing is left half-written. Resubmitting the array is safe: finished outputs are
+# Plain exec: etl replaces this shell, so its exit code is the task's. At the
+# time limit (or scancel) Slurm sends SIGTERM to the job's processes, then
+# SIGKILL after KillWait (a cluster setting, 30 s by default). etl stops its
+# workers, removes its temp files and exits 143 within ~10 s, so nothing is
+# left half-written. Resubmitting the array is safe: finished outputs are
 # skipped. Exit 75 means another run holds this shard's lock: resubmit later.
+# Each report ends with a summary line for its shard.
 exec etl run "$SOUNDS" -r -j "$SLURM_CPUS_PER_TASK" --seed 42 \
     --shard "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT" \
     --report "reports/shard-$SLURM_ARRAY_TASK_ID.jsonl"

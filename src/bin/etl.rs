@@ -110,7 +110,13 @@ fn main() -> ExitCode {
             }
         }
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "etl", &mut std::io::stdout());
+            // clap_complete offers hidden subcommands too: leave out the internal `etl worker`.
+            let full = Cli::command();
+            let mut cmd = clap::Command::new("etl")
+                .version(env!("CARGO_PKG_VERSION"))
+                .args(full.get_arguments().cloned())
+                .subcommands(full.get_subcommands().filter(|c| !c.is_hide_set()).cloned());
+            clap_complete::generate(shell, &mut cmd, "etl", &mut std::io::stdout());
             Exit::Ok
         }
         Command::Worker { .. } => unreachable!("handled above"),
@@ -199,7 +205,9 @@ fn level_flag(cli: &Cli) -> String {
 
 fn init_logging(level: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // Colour only on a terminal that can show it (as for the progress bar: not TERM=dumb).
     let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::env::var_os("TERM").is_some_and(|t| !t.is_empty() && t != "dumb")
         && std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -4,20 +4,26 @@
 //! report written and flushed file by file, so an interrupted run keeps what finished.
 
 use std::fs::File;
-use std::io::{self, BufWriter, IsTerminal, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
+use serde::ser::SerializeMap;
 
 use crate::etl::describe_io;
 
 /// One file's line in the report.
-#[derive(Debug, Clone, Serialize)]
+///
+/// In the JSON line, `output` is null for a failed file (this run wrote nothing for it), and a
+/// skipped file's `error` (why it was skipped) is written as `reason`, with `error` null, so that
+/// `error` is set exactly when `status` is `failed`.
+#[derive(Debug, Clone)]
 pub struct FileRecord {
     pub input: PathBuf,
+    /// Where the output goes (or went).
     pub output: PathBuf,
     pub status: Status,
     pub seconds: f64,
@@ -27,7 +33,35 @@ pub struct FileRecord {
     pub clipped: Option<u64>,
     pub attempts: u32,
     pub worker_pid: Option<u32>,
+    /// Why the file failed or was skipped.
     pub error: Option<String>,
+}
+
+impl Serialize for FileRecord {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (output, error, reason) = match self.status {
+            Status::Ok => (Some(&self.output), self.error.as_ref(), None),
+            Status::Skipped => (Some(&self.output), None, self.error.as_ref()),
+            Status::Failed => (None, self.error.as_ref(), None),
+        };
+        let mut map = s.serialize_map(None)?;
+        // Lossy: a file name that is not UTF-8 must not stop the report (serde refuses such paths).
+        map.serialize_entry("input", &self.input.to_string_lossy())?;
+        map.serialize_entry("output", &output.map(|o| o.to_string_lossy()))?;
+        map.serialize_entry("status", &self.status)?;
+        map.serialize_entry("seconds", &self.seconds)?;
+        map.serialize_entry("frames", &self.frames)?;
+        map.serialize_entry("channels", &self.channels)?;
+        map.serialize_entry("sample_rate", &self.sample_rate)?;
+        map.serialize_entry("clipped", &self.clipped)?;
+        map.serialize_entry("attempts", &self.attempts)?;
+        map.serialize_entry("worker_pid", &self.worker_pid)?;
+        map.serialize_entry("error", &error)?;
+        if let Some(reason) = reason {
+            map.serialize_entry("reason", reason)?;
+        }
+        map.end()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -92,11 +126,13 @@ impl Write for LogWriter {
 }
 
 pub struct Reporter {
-    report: Option<BufWriter<File>>,
+    report: Option<File>,
     report_path: Option<PathBuf>,
     bar: Option<ProgressBar>,
+    /// Whether the bar counts bytes (else files).
+    by_bytes: bool,
     pub counts: Counts,
-    /// The verb of the per-file line: "completed" for the transform, "written" for tones.
+    /// No per-file line on stdout (generated tones are logged instead).
     quiet_lines: bool,
 }
 
@@ -118,21 +154,24 @@ impl Reporter {
                 }
                 let file = File::create(path)
                     .map_err(|e| format!("report {}: {}", path.display(), describe_io(&e)))?;
-                Some(BufWriter::new(file))
+                Some(file)
             }
             None => None,
         };
+        // The bar follows bytes when the sizes are known (a run), else files (generated tones).
+        let by_bytes = total_bytes > 0;
         let bar = (progress && io::stderr().is_terminal() && total_files > 0).then(|| {
-            let bar = ProgressBar::with_draw_target(
-                Some(total_bytes),
-                ProgressDrawTarget::stderr_with_hz(10),
-            );
-            bar.set_style(
-                ProgressStyle::with_template(
+            let (length, template) = if by_bytes {
+                (
+                    total_bytes,
                     "{bar:30} {msg} files  {binary_bytes}/{binary_total_bytes}  {binary_bytes_per_sec}  ETA {eta}",
                 )
-                .expect("a valid template"),
-            );
+            } else {
+                (total_files, "{bar:30} {msg} files  {elapsed}  ETA {eta}")
+            };
+            let bar =
+                ProgressBar::with_draw_target(Some(length), ProgressDrawTarget::stderr_with_hz(10));
+            bar.set_style(ProgressStyle::with_template(template).expect("a valid template"));
             bar.set_message(format!("0/{total_files}"));
             bar.enable_steady_tick(Duration::from_millis(200));
             *bar_slot().lock().unwrap() = Some(bar.clone());
@@ -142,6 +181,7 @@ impl Reporter {
             report,
             report_path,
             bar,
+            by_bytes,
             counts: Counts::default(),
             quiet_lines,
         })
@@ -179,7 +219,7 @@ impl Reporter {
             }
         }
         if let Some(bar) = &self.bar {
-            bar.inc(bytes);
+            bar.inc(if self.by_bytes { bytes } else { 1 });
             let done = self.counts.ok + self.counts.skipped + self.counts.failed;
             bar.set_message(format!("{done}/{total_files}"));
         }
@@ -198,14 +238,18 @@ impl Reporter {
         self.write_line(&serde_json::json!({ "summary": summary }));
     }
 
+    /// Appends one line with a single write, so that a run killed at any moment leaves only
+    /// whole lines behind.
     fn write_line(&mut self, value: &impl Serialize) {
         let Some(report) = self.report.as_mut() else {
             return;
         };
-        let written = serde_json::to_writer(&mut *report, value)
+        let written = serde_json::to_vec(value)
             .map_err(io::Error::other)
-            .and_then(|()| report.write_all(b"\n"))
-            .and_then(|()| report.flush());
+            .and_then(|mut line| {
+                line.push(b'\n');
+                report.write_all(&line)
+            });
         if let Err(e) = written {
             let path = self.report_path.as_deref().unwrap_or(Path::new("report"));
             tracing::error!(
