@@ -219,7 +219,15 @@ impl Reporter {
             }
         }
         if let Some(bar) = &self.bar {
-            bar.inc(if self.by_bytes { bytes } else { 1 });
+            if !self.by_bytes {
+                bar.inc(1);
+            } else if record.attempts == 0 {
+                // Decided without a worker (skipped, or refused up front): not work done, so it
+                // leaves the total rather than inflating the rate and the ETA.
+                bar.set_length(bar.length().unwrap_or(0).saturating_sub(bytes));
+            } else {
+                bar.inc(bytes);
+            }
             let done = self.counts.ok + self.counts.skipped + self.counts.failed;
             bar.set_message(format!("{done}/{total_files}"));
         }
