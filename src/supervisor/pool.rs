@@ -4,12 +4,18 @@
 //! timeout) and forwards what it gets into one event channel; a signal thread does the same for
 //! SIGINT and SIGTERM. The loop in [`Pool::run`] is the only place that decides anything: it waits
 //! on that channel with a deadline (the nearest job deadline, kill deadline or handshake
-//! deadline), so it never blocks forever. A worker's death shows as its receiver closing; its exit
-//! status says why. As in nextest, each worker runs in its own process group, is asked to stop
-//! with SIGTERM and is SIGKILLed after a grace period.
+//! deadline, else a heartbeat), so it never blocks forever. A worker's death shows as its receiver
+//! closing; its exit status says why. Events carry the worker's generation, so those of a worker
+//! already replaced are ignored. As in nextest, each worker runs in its own process group, is
+//! asked to stop with SIGTERM and is SIGKILLed after a grace period.
+//!
+//! Every death we did not ask for, before or after the handshake, counts against the restart
+//! budget. Once the run is stopping (a signal, or the budget spent), the tasks still in flight are
+//! abandoned, not failed: the caller reports them as not run.
 
 use std::collections::VecDeque;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -24,8 +30,12 @@ use crate::protocol::{FromWorker, JobResult, ToWorker};
 pub const GRACE: Duration = Duration::from_secs(5);
 /// How long a new worker has to connect.
 const HANDSHAKE: Duration = Duration::from_secs(20);
-/// The restart budget: more crashes than this within [`CRASH_WINDOW`] stop the run.
+/// The restart budget counts deaths, and finished jobs, within this window.
 const CRASH_WINDOW: Duration = Duration::from_secs(10);
+/// The running executable itself, whatever became of the file it was started from.
+const SELF_EXE: &str = "/proc/self/exe";
+/// The longest the event loop waits when no deadline is near: it never blocks without one.
+const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How often workers that have not connected yet are checked for an early death.
 const STARTING_POLL: Duration = Duration::from_millis(50);
 
@@ -122,7 +132,9 @@ pub struct Pool {
     events: mpsc::Receiver<Event>,
     slots: Vec<Option<Worker>>,
     generation: u64,
+    /// When workers died unexpectedly, and when jobs finished, within the last [`CRASH_WINDOW`].
     crashes: VecDeque<Instant>,
+    finishes: VecDeque<Instant>,
 }
 
 impl Pool {
@@ -149,6 +161,7 @@ impl Pool {
             slots,
             generation: 0,
             crashes: VecDeque::new(),
+            finishes: VecDeque::new(),
         }
     }
 
@@ -187,14 +200,12 @@ impl Pool {
 
             let wait = self
                 .next_wakeup()
-                .map(|t| t.saturating_duration_since(Instant::now()));
-            let event = match wait {
-                Some(d) => match self.events.recv_timeout(d) {
-                    Ok(ev) => Some(ev),
-                    Err(mpsc::RecvTimeoutError::Timeout) => None,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => unreachable!("we hold a sender"),
-                },
-                None => Some(self.events.recv().expect("we hold a sender")),
+                .unwrap_or_else(|| Instant::now() + HEARTBEAT)
+                .saturating_duration_since(Instant::now());
+            let event = match self.events.recv_timeout(wait) {
+                Ok(ev) => Some(ev),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => unreachable!("we hold a sender"),
             };
             match event {
                 Some(Event::Hello {
@@ -222,6 +233,7 @@ impl Pool {
                     };
                     w.state = State::Idle;
                     let pid = w.pid;
+                    self.finishes.push_back(Instant::now());
                     remaining -= 1;
                     on_complete(Completion {
                         id: pending[task].task.id,
@@ -236,8 +248,16 @@ impl Pool {
                     };
                     if let Some((task, cause, pid)) = lost {
                         let p = &mut pending[task];
-                        if end.is_none() && p.attempts <= self.config.retries {
-                            tracing::warn!("retrying after {cause}");
+                        if end.is_some() {
+                            // Stopping: the task was abandoned, not failed; the run reports it as
+                            // not run.
+                        } else if p.attempts <= self.config.retries {
+                            tracing::warn!(
+                                "{}: {cause}; retrying (attempt {} of {})",
+                                task_name(&(p.task.message)()),
+                                p.attempts + 1,
+                                self.config.retries + 1
+                            );
                             queue.push_front(task);
                         } else {
                             remaining -= 1;
@@ -263,12 +283,18 @@ impl Pool {
                 }
                 Some(Event::Signal(sig)) => {
                     let again = end.is_some();
-                    if !again {
-                        tracing::warn!(
-                            "{}: stopping workers, finishing nothing new",
-                            signal_name(sig)
-                        );
-                        end = Some(PoolEnd::Interrupted(sig));
+                    match &end {
+                        None => {
+                            tracing::warn!(
+                                "{}: stopping workers, finishing nothing new",
+                                signal_name(sig)
+                            );
+                            end = Some(PoolEnd::Interrupted(sig));
+                        }
+                        Some(PoolEnd::Interrupted(_)) => {
+                            tracing::warn!("{} again: killing the workers now", signal_name(sig))
+                        }
+                        Some(_) => {}
                     }
                     // A second signal does not wait for the grace period.
                     self.stop_all(StopReason::Shutdown, again);
@@ -313,8 +339,15 @@ impl Pool {
         let exe =
             std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))?;
         let supervisor_pid = std::process::id();
-        let mut cmd = Command::new(exe);
-        cmd.arg("worker")
+        // Workers run exactly the supervisor's own binary, even if the file was replaced (an
+        // upgrade) or removed during the run: a newer build might not speak the same protocol.
+        let mut cmd = if Path::new(SELF_EXE).exists() {
+            Command::new(SELF_EXE)
+        } else {
+            Command::new(&exe)
+        };
+        cmd.arg0(&exe)
+            .arg("worker")
             .arg("--server")
             .arg(&name)
             .arg("--parent")
@@ -376,7 +409,9 @@ impl Pool {
             State::Busy { task, .. } => Some(task),
             _ => None,
         };
-        let expected = w.stopping.is_some_and(|(_, r)| r == StopReason::Shutdown) || busy.is_none();
+        // Any death we did not ask for counts against the restart budget, busy or not: a worker
+        // that dies before its handshake, again and again, must not make the pool spin.
+        let expected = w.stopping.is_some_and(|(_, r)| r == StopReason::Shutdown);
         if !expected {
             self.crashes.push_back(Instant::now());
         }
@@ -384,21 +419,26 @@ impl Pool {
         Some(busy.map(|task| (task, cause, w.pid)))
     }
 
+    /// The restart budget: the run stops when, within [`CRASH_WINDOW`], more workers died than
+    /// the budget allows and than jobs finished. A few bad files among many good ones do not stop
+    /// it; workers that die faster than files finish do.
     fn over_budget(&mut self) -> Option<String> {
         let now = Instant::now();
-        while self
-            .crashes
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
-        {
-            self.crashes.pop_front();
+        for times in [&mut self.crashes, &mut self.finishes] {
+            while times
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
+            {
+                times.pop_front();
+            }
         }
         let budget = 5.max(self.slots.len());
-        (self.crashes.len() > budget).then(|| {
+        let crashes = self.crashes.len();
+        (crashes > budget && crashes > self.finishes.len()).then(|| {
             format!(
-                "workers keep dying: {} crashes within {}s; stopping the run",
-                self.crashes.len(),
-                CRASH_WINDOW.as_secs()
+                "workers keep dying: {crashes} died within {}s while {} files finished; stopping the run",
+                CRASH_WINDOW.as_secs(),
+                self.finishes.len()
             )
         })
     }
@@ -533,9 +573,48 @@ fn forward(
     gone(&tx)
 }
 
+/// The file a task is about, for the log.
+fn task_name(message: &ToWorker) -> String {
+    match message {
+        ToWorker::Transform(job) => job.input.to_path().display().to_string(),
+        ToWorker::Generate(job) => job.temp_output.to_path().display().to_string(),
+    }
+}
+
 /// Connects to a one-shot server and hangs up, so that a thread blocked in its `accept()` returns.
+/// The socket is non-blocking: if the server's backlog is full (its thread already accepted a
+/// worker that never speaks), connecting fails at once instead of blocking the event loop.
 fn unblock_accept(server: &str) {
-    let _ = IpcSender::<FromWorker>::connect(server.to_string());
+    let Ok(path) = std::ffi::CString::new(server) else {
+        return;
+    };
+    let bytes = path.as_bytes_with_nul();
+    // SAFETY: plain socket calls on a zeroed sockaddr_un whose path fits (checked); the fd is
+    // closed before returning.
+    unsafe {
+        let mut addr: libc::sockaddr_un = std::mem::zeroed();
+        if bytes.len() > addr.sun_path.len() {
+            return;
+        }
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
+            *dst = *src as libc::c_char;
+        }
+        let fd = libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        );
+        if fd < 0 {
+            return;
+        }
+        libc::connect(
+            fd,
+            &addr as *const libc::sockaddr_un as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        );
+        libc::close(fd);
+    }
 }
 
 fn kill_group(pid: u32, signal: i32) {

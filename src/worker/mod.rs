@@ -18,9 +18,13 @@ pub fn run(server: &str, parent_pid: u32) -> Result<(), String> {
     if std::os::unix::process::parent_id() != parent_pid {
         return Err(format!("supervisor {parent_pid} is gone"));
     }
-    // A file-size limit must fail the write with EFBIG, not kill the worker.
-    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
-    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    // A file-size limit must fail the write with EFBIG, not kill the worker. SIGTERM is how the
+    // supervisor stops a worker: make sure it kills, even if an ignored SIGTERM was inherited.
+    // SAFETY: setting a signal's disposition to SIG_IGN or SIG_DFL has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        libc::signal(libc::SIGTERM, libc::SIG_DFL);
+    }
 
     let to_supervisor = IpcSender::<FromWorker>::connect(server.to_string())
         .map_err(|e| format!("cannot connect to the supervisor: {e}"))?;
