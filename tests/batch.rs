@@ -501,7 +501,6 @@ fn an_interrupted_run_keeps_a_whole_line_per_finished_file_and_a_summary() {
 /// The file a worker was busy with when SIGTERM came is not broken: it belongs with the files
 /// not run, not among the failures (no `failed` line, no ERROR naming it).
 #[test]
-#[ignore = "src/supervisor/pool.rs reports the task cut short by a SIGTERM as failed"]
 fn an_interrupted_run_does_not_call_the_file_in_progress_failed() {
     let (_tmp, _dir, code, report, stdout) = interrupted_run();
     assert_eq!(code, Some(143));
