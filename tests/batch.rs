@@ -938,6 +938,32 @@ fn three_shards_at_once_cover_every_file_once_with_the_bytes_of_one_run() {
         .arg(&a)
         .args(["-r", "--force", "--seed", "42", "--shard", "0/3"]));
     expect_code(&out, 0);
+    drop(_held);
+
+    // Shards and an unsharded run of one folder exclude each other: a shard run holds the
+    // folder's lock shared, an unsharded run holds it exclusively.
+    let whole = a.join(".etl.lock");
+    let shared = File::open(&whole).unwrap();
+    shared.lock_shared().unwrap();
+    let out = run(etl()
+        .arg("run")
+        .arg(&a)
+        .args(["-r", "--force", "--seed", "42"]));
+    expect_code(&out, 75);
+    assert!(text(&out.stderr).contains("shard runs"), "{}", show(&out));
+    let out = run(etl()
+        .arg("run")
+        .arg(&a)
+        .args(["-r", "--force", "--seed", "42", "--shard", "2/3"]));
+    expect_code(&out, 0);
+    drop(shared);
+    let exclusive = hold_lock(&whole);
+    let out = run(etl()
+        .arg("run")
+        .arg(&a)
+        .args(["-r", "--force", "--seed", "42", "--shard", "2/3"]));
+    expect_code(&out, 75);
+    drop(exclusive);
 }
 
 #[test]

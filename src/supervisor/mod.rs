@@ -85,9 +85,8 @@ impl std::fmt::Display for RunError {
 fn lock_error(e: lock::LockError) -> RunError {
     match e {
         lock::LockError::Held { path, holder } => RunError::Locked(format!(
-            "{} is held by {holder}: another run is working on this folder{}",
-            path.display(),
-            ""
+            "{} is held by {holder}: another run is working on this folder",
+            path.display()
         )),
         lock::LockError::Io { path, cause } => {
             RunError::Fatal(format!("cannot take the lock {}: {cause}", path.display()))
@@ -167,10 +166,29 @@ pub fn run(pool: &mut Pool, opts: &RunOptions) -> Result<RunEnd, RunError> {
         tracing::warn!("{w}");
     }
     if opts.dry_run {
+        if let Some(report) = &opts.report {
+            tracing::warn!(
+                "--dry-run writes nothing: no report to {}",
+                report.display()
+            );
+        }
         return Ok(dry_run(&found.inputs));
     }
 
     let _lock = lock::acquire(&found.output_roots, opts.shard).map_err(lock_error)?;
+    // The report is opened (and emptied) only by the lock's holder, and before any other work, so
+    // that a bad report path stops the run before it has touched anything.
+    let inputs = &found.inputs;
+    let total_files = inputs.len() as u64;
+    let total_bytes = inputs.iter().map(|i| i.size).sum();
+    let mut reporter = Reporter::new(
+        opts.report.as_deref(),
+        opts.progress,
+        total_files,
+        total_bytes,
+        false,
+    )
+    .map_err(RunError::Usage)?;
     let tag = opts.shard.tag();
     let out_dirs: HashSet<PathBuf> = found
         .inputs
@@ -184,17 +202,6 @@ pub fn run(pool: &mut Pool, opts: &RunOptions) -> Result<RunEnd, RunError> {
     if opts.seed.is_none() {
         tracing::info!("seed {seed} (pass --seed {seed} to reproduce this run)");
     }
-    let inputs = &found.inputs;
-    let total_files = inputs.len() as u64;
-    let total_bytes = inputs.iter().map(|i| i.size).sum();
-    let mut reporter = Reporter::new(
-        opts.report.as_deref(),
-        opts.progress,
-        total_files,
-        total_bytes,
-        false,
-    )
-    .map_err(RunError::Usage)?;
 
     let record = |input: &Input, status, error: Option<String>| FileRecord {
         input: input.path.clone(),
