@@ -142,19 +142,30 @@ pub fn discover(opts: &Options) -> Result<Discovery, MissingPath> {
                 ));
                 continue;
             }
-            let plan = if meta.is_file() {
-                Plan::Transform
-            } else {
-                Plan::Fail(format!(
-                    "not a regular file: {}",
-                    file_kind(&meta.file_type())
-                ))
-            };
-            add_input(opts, root.clone(), name, meta.len(), plan, &mut found);
+            add_input(
+                opts,
+                root.clone(),
+                name,
+                meta.len(),
+                plan_for(&meta),
+                &mut found,
+            );
         }
     }
     mark_duplicate_outputs(&mut found.inputs);
     Ok(found)
+}
+
+/// Regular files are transformed; anything else named like an input fails, saying what it is.
+fn plan_for(meta: &fs::Metadata) -> Plan {
+    if meta.is_file() {
+        Plan::Transform
+    } else {
+        Plan::Fail(format!(
+            "not a regular file: {}",
+            file_kind(&meta.file_type())
+        ))
+    }
 }
 
 fn push_unique(list: &mut Vec<PathBuf>, p: PathBuf) {
@@ -227,15 +238,7 @@ fn walk(
         if !is_input_name(&name) {
             continue;
         }
-        let plan = if meta.is_file() {
-            Plan::Transform
-        } else {
-            Plan::Fail(format!(
-                "not a regular file: {}",
-                file_kind(&meta.file_type())
-            ))
-        };
-        add_input(opts, path, rel, meta.len(), plan, found);
+        add_input(opts, path, rel, meta.len(), plan_for(&meta), found);
     }
 }
 

@@ -203,18 +203,8 @@ pub fn run(pool: &mut Pool, opts: &RunOptions) -> Result<RunEnd, RunError> {
         tracing::info!("seed {seed} (pass --seed {seed} to reproduce this run)");
     }
 
-    let record = |input: &Input, status, error: Option<String>| FileRecord {
-        input: input.path.clone(),
-        output: input.output.clone(),
-        status,
-        seconds: 0.0,
-        frames: None,
-        channels: None,
-        sample_rate: None,
-        clipped: None,
-        attempts: 0,
-        worker_pid: None,
-        error,
+    let record = |input: &Input, status, error: Option<String>| {
+        FileRecord::new(&input.path, &input.output, status, error)
     };
 
     // Files decided without a worker, then the work, largest parts first.
@@ -455,19 +445,7 @@ pub fn generate(pool: &mut Pool, opts: &GenerateOptions) -> Result<RunEnd, RunEr
     let names: Vec<PathBuf> = (0..opts.count)
         .map(|n| dir.join(format!("example{n}.wav")))
         .collect();
-    let record = |path: &Path, status, error| FileRecord {
-        input: path.to_path_buf(),
-        output: path.to_path_buf(),
-        status,
-        seconds: 0.0,
-        frames: None,
-        channels: None,
-        sample_rate: None,
-        clipped: None,
-        attempts: 0,
-        worker_pid: None,
-        error,
-    };
+    let record = |path: &Path, status, error| FileRecord::new(path, path, status, error);
     let mut todo = Vec::new();
     for path in &names {
         if !opts.force && path.exists() {

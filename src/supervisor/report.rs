@@ -37,6 +37,25 @@ pub struct FileRecord {
     pub error: Option<String>,
 }
 
+impl FileRecord {
+    /// A record with no figures yet: for files decided without a worker, or to fill in.
+    pub fn new(input: &Path, output: &Path, status: Status, error: Option<String>) -> FileRecord {
+        FileRecord {
+            input: input.to_path_buf(),
+            output: output.to_path_buf(),
+            status,
+            seconds: 0.0,
+            frames: None,
+            channels: None,
+            sample_rate: None,
+            clipped: None,
+            attempts: 0,
+            worker_pid: None,
+            error,
+        }
+    }
+}
+
 impl Serialize for FileRecord {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let (output, error, reason) = match self.status {
