@@ -12,6 +12,9 @@
 #              QUICK=1 uses $BENCH_DIR/quick)
 #   RUNS       timed runs per contender (default 5, or 2 with QUICK=1)
 #   PYTHON     interpreter for the reference (default python3)
+#   ETL_BASELINE  another etl binary (say, a build of an older commit) to time
+#              side by side, as the contenders "baseline -j 2" and
+#              "baseline -j 2 --no-fsync"
 #
 # Results: $D/<workload>.json (hyperfine), $D/mem/*.json (peak memory),
 # $D/summary.md (the table printed at the end).
@@ -66,6 +69,9 @@ TARGET_DIR=$(cargo metadata --format-version 1 --no-deps \
 ETL="$TARGET_DIR/release/etl"
 [[ -x "$ETL" ]] || die "cargo build succeeded but $ETL does not exist (is the binary called etl?)"
 REF="$ROOT/bench/reference_pool.py"
+if [[ -n ${ETL_BASELINE:-} && ! -x $ETL_BASELINE ]]; then
+    die "ETL_BASELINE=$ETL_BASELINE is not an executable"
+fi
 
 # ---------------------------------------------------------------- workloads
 mkdir -p "$D"
@@ -123,15 +129,28 @@ contenders() {
     local w=$1 dir="$D/$1" qdir
     qdir=$(q "$dir")
     CONT=()
-    if [[ $w == seed || $w == long ]]; then
-        CONT+=("etl -j 1" "$(q "$ETL") run $qdir -j 1 -q --force")
+    # etl flushes each output to the disk before renaming it (fsync); Python
+    # and cp do not, so etl also runs with --no-fsync, and cp also runs
+    # followed by an fsync of every file it wrote (`sync FILE...`): the same
+    # bytes on stable storage, as etl's default promises.
+    local js=(2)
+    if [[ $w == seed || $w == long ]]; then js=(1 2); fi
+    for j in "${js[@]}"; do
+        CONT+=("etl -j $j" "$(q "$ETL") run $qdir -j $j -q --force")
+    done
+    for j in "${js[@]}"; do
+        CONT+=("etl -j $j --no-fsync" "$(q "$ETL") run $qdir -j $j -q --force --no-fsync")
+    done
+    if [[ -n ${ETL_BASELINE:-} ]]; then
+        CONT+=("baseline -j 2" "$(q "$ETL_BASELINE") run $qdir -j 2 -q --force")
+        CONT+=("baseline -j 2 --no-fsync" "$(q "$ETL_BASELINE") run $qdir -j 2 -q --force --no-fsync")
     fi
-    CONT+=("etl -j 2" "$(q "$ETL") run $qdir -j 2 -q --force")
     # Python on `long` holds the whole file as float32 plus float64 noise:
     # about 12 bytes/sample x 254M samples; measured peak RSS 2.9 GiB, 10 s.
     # Well under the 8 GB limit, so it runs on every workload.
     CONT+=("python pool -j 2" "$(q "$PYTHON") $(q "$REF") $qdir -j 2")
     CONT+=("cp" "cp -r $qdir $(q "$dir.cp")")
+    CONT+=("cp + fsync" "cp -r $qdir $(q "$dir.cp") && find $(q "$dir.cp") -type f -exec sync {} + && sync $(q "$dir.cp")")
 }
 
 prepare_cmd() {  # deletes the previous outputs; sync so that one run's dirty
@@ -234,6 +253,8 @@ for w in "${WORKLOADS[@]}"; do
     contenders "$w"
     for ((i = 0; i < ${#CONT[@]}; i += 2)); do
         name=${CONT[i]} cmd=${CONT[i+1]}
+        # The sampler execs one command; this one is two, and uses as little memory as cp.
+        [[ $name == "cp + fsync" ]] && continue
         base="$D/mem/$w--$(slug "$name")"
         say "peak memory: $w / $name"
         bash -c "$(prepare_cmd "$w")"
@@ -280,10 +301,12 @@ print(f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; commit {re
 print(f"- machine: {os.cpu_count()} CPUs ({cpu}), {int(mem) / 1048576:.1f} GiB RAM, Linux {platform.release()}")
 print(f"- {sh('hyperfine', '--version')}, warmup 1, {runs} runs; Python {platform.python_version()}, numpy {numpy.__version__}, scipy {scipy.__version__}")
 print(f"- etl binary: {etl}")
+if os.environ.get("ETL_BASELINE"):
+    print(f"- baseline binary: {os.environ['ETL_BASELINE']}")
 print(f"- data in {d} (page cache warm: the inputs fit in RAM); each run starts after deleting the previous outputs and `sync`")
 print()
-print("| workload | contender | median s | × python | × cp | peak RSS MiB (GNU time: largest process) | sampled VmHWM MiB: main / largest child (children seen) |")
-print("|---|---|---:|---:|---:|---:|---:|")
+print("| workload | contender | median s | × python | × cp | × cp + fsync | peak RSS MiB (GNU time: largest process) | sampled VmHWM MiB: main / largest child (children seen) |")
+print("|---|---|---:|---:|---:|---:|---:|---:|")
 medians = {}
 for w in workloads:
     path = os.path.join(d, f"{w}.json")
@@ -294,6 +317,7 @@ for w in workloads:
     medians[w] = med
     py = next((v for k, v in med.items() if k.startswith("python")), None)
     cp = med.get("cp")
+    cp_fsync = med.get("cp + fsync")
     for r in res:
         name, m = r["command"], r["median"]
         base = os.path.join(d, "mem", f"{w}--{slug(name)}")
@@ -302,14 +326,16 @@ for w in workloads:
         sampled = "–"
         if s:
             sampled = f"{mib(s.get('main_hwm_kib'))} / {mib(s.get('max_child_hwm_kib'))} ({s.get('children_seen', 0)})"
-        print(f"| {w} | {name} | {m:.3f} | {ratio(m, py)} | {ratio(m, cp)} | {mib(t.get('time_maxrss_kib'))} | {sampled} |")
+        print(f"| {w} | {name} | {m:.3f} | {ratio(m, py)} | {ratio(m, cp)} | {ratio(m, cp_fsync)} | {mib(t.get('time_maxrss_kib'))} | {sampled} |")
 print()
 for w in ("seed", "long"):
     med = medians.get(w, {})
-    if "etl -j 1" in med and "etl -j 2" in med:
-        ratio = med["etl -j 2"] / med["etl -j 1"]
-        print(f"- {w}: etl -j 2 / etl -j 1 = {ratio:.2f} (target ≤ 0.65)")
-print("- × python, × cp: median time divided by the median of `python pool -j 2` / `cp -r` on the same workload (lower is faster).")
+    for flag in ("", " --no-fsync"):
+        one, two = med.get(f"etl -j 1{flag}"), med.get(f"etl -j 2{flag}")
+        if one and two:
+            print(f"- {w}: etl -j 2{flag} / etl -j 1{flag} = {two / one:.2f} (target ≤ 0.65)")
+print("- × python, × cp, × cp + fsync: median time divided by the median of `python pool -j 2`, `cp -r`, or `cp -r` then `sync` of every file it wrote, on the same workload (lower is faster).")
+print("- etl fsyncs every output before renaming it into place unless `--no-fsync`; Python and `cp` do not.")
 print("- peak RSS target for etl: ≤ 32 MiB in every process.")
 EOF
 cat "$D/summary.md"
