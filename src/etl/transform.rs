@@ -3,7 +3,7 @@
 //! The output is written into a temporary file that the caller names and later renames. Every
 //! part of a split file opens the same temporary, gives it the same length and header, and
 //! writes its own disjoint byte range, so the parts may run in any order, in any process.
-//! Memory is a few fixed buffers, whatever the file's size.
+//! Memory is a few block-sized buffers per worker, reused from file to file, whatever the file's size.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -142,28 +142,31 @@ pub fn transform(req: &Request) -> Result<Stats, TransformError> {
     let bytes_per_sample = info.layout.encoding.bytes();
     let samples = info.samples();
     let total_blocks = samples.div_ceil(noise::BLOCK_SAMPLES as u64);
-    let mut inbuf = vec![0u8; noise::BLOCK_SAMPLES * bytes_per_sample];
-    let mut outbuf = vec![0u8; inbuf.len()];
-    let mut noisebuf = vec![0f64; noise::BLOCK_SAMPLES];
     let mut clipped = 0;
-    for block in part_blocks(total_blocks, req.part, req.parts) {
-        let first = block * noise::BLOCK_SAMPLES as u64;
-        let n = (samples - first).min(noise::BLOCK_SAMPLES as u64) as usize;
-        let len = n * bytes_per_sample;
-        let at = first * bytes_per_sample as u64;
-        read_exact_at(&input, &mut inbuf[..len], info.data_offset + at)?;
-        let mut rng = noise::block_rng(req.file_seed, block);
-        noise::fill_gaussian(&mut rng, sigma, &mut noisebuf[..n]);
-        clipped += kernel::add_noise(
-            info.layout.encoding,
-            &inbuf[..len],
-            &noisebuf[..n],
-            &mut outbuf[..len],
-        );
-        output
-            .write_all_at(&outbuf[..len], header.len() as u64 + at)
-            .map_err(TransformError::Output)?;
-    }
+    let mut writeback = Writeback::new(&output, req.fsync);
+    with_buffers(noise::BLOCK_SAMPLES * bytes_per_sample, |bufs| {
+        for block in part_blocks(total_blocks, req.part, req.parts) {
+            let first = block * noise::BLOCK_SAMPLES as u64;
+            let n = (samples - first).min(noise::BLOCK_SAMPLES as u64) as usize;
+            let len = n * bytes_per_sample;
+            let at = first * bytes_per_sample as u64;
+            read_exact_at(&input, &mut bufs.input[..len], info.data_offset + at)?;
+            let mut rng = noise::block_rng(req.file_seed, block);
+            noise::fill_gaussian(&mut rng, sigma, &mut bufs.noise[..n]);
+            clipped += kernel::add_noise(
+                info.layout.encoding,
+                &bufs.input[..len],
+                &bufs.noise[..n],
+                &mut bufs.output[..len],
+            );
+            let offset = header.len() as u64 + at;
+            output
+                .write_all_at(&bufs.output[..len], offset)
+                .map_err(TransformError::Output)?;
+            writeback.written(offset, len as u64);
+        }
+        Ok::<(), TransformError>(())
+    })?;
     if req.fsync {
         output.sync_all().map_err(TransformError::Output)?;
     }
@@ -178,15 +181,106 @@ pub fn transform(req: &Request) -> Result<Stats, TransformError> {
 
 /// The RMS of all samples of all channels, in [0, 1].
 fn rms(input: &File, info: &WavInfo) -> Result<f64, TransformError> {
-    let mut buf = vec![0u8; noise::BLOCK_SAMPLES * info.layout.encoding.bytes()];
-    let (mut at, mut sum) = (0u64, 0f64);
-    while at < info.data_len {
-        let len = (info.data_len - at).min(buf.len() as u64) as usize;
-        read_exact_at(input, &mut buf[..len], info.data_offset + at)?;
-        sum += kernel::sum_of_squares(info.layout.encoding, &buf[..len]);
-        at += len as u64;
-    }
+    let mut sum = 0f64;
+    with_buffers(
+        noise::BLOCK_SAMPLES * info.layout.encoding.bytes(),
+        |bufs| {
+            let mut at = 0u64;
+            while at < info.data_len {
+                let len = (info.data_len - at).min(bufs.input.len() as u64) as usize;
+                read_exact_at(input, &mut bufs.input[..len], info.data_offset + at)?;
+                sum += kernel::sum_of_squares(info.layout.encoding, &bufs.input[..len]);
+                at += len as u64;
+            }
+            Ok::<(), TransformError>(())
+        },
+    )?;
     Ok((sum / info.samples().max(1) as f64).sqrt())
+}
+
+/// One block's worth of samples in, noise, and samples out.
+#[derive(Default)]
+struct Buffers {
+    input: Vec<u8>,
+    output: Vec<u8>,
+    noise: Vec<f64>,
+}
+
+/// Runs `f` on this thread's buffers, sized for blocks of `bytes` bytes. A worker transforms one
+/// file after another: reusing the buffers spares each of them allocating (and the kernel
+/// zeroing) fresh pages, which is most of the work for a short file.
+fn with_buffers<T>(bytes: usize, f: impl FnOnce(&mut Buffers) -> T) -> T {
+    thread_local! {
+        static BUFFERS: std::cell::RefCell<Buffers> = std::cell::RefCell::default();
+    }
+    BUFFERS.with(|b| {
+        let mut bufs = b.take();
+        if bufs.input.len() < bytes {
+            bufs.input.resize(bytes, 0);
+            bufs.output.resize(bytes, 0);
+        }
+        if bufs.noise.len() < noise::BLOCK_SAMPLES {
+            bufs.noise.resize(noise::BLOCK_SAMPLES, 0.0);
+        }
+        let result = f(&mut bufs);
+        b.replace(bufs);
+        result
+    })
+}
+
+/// Starts writing the output to the disk while it is being made, when it is to be flushed at the
+/// end: the final fsync then waits for the last few megabytes instead of the whole file, and the
+/// page cache holds little dirty data at any time.
+struct Writeback<'a> {
+    file: &'a File,
+    enabled: bool,
+    /// Written but not yet handed to the disk: [start, end).
+    pending: std::ops::Range<u64>,
+}
+
+impl<'a> Writeback<'a> {
+    /// Bytes handed to the disk at a time.
+    const STEP: u64 = 8 << 20;
+
+    fn new(file: &'a File, enabled: bool) -> Self {
+        Writeback {
+            file,
+            enabled: enabled && cfg!(target_os = "linux"),
+            pending: 0..0,
+        }
+    }
+
+    fn written(&mut self, offset: u64, len: u64) {
+        if !self.enabled {
+            return;
+        }
+        if self.pending.end != offset {
+            self.pending = offset..offset;
+        }
+        self.pending.end = offset + len;
+        if self.pending.end - self.pending.start >= Self::STEP {
+            self.start(self.pending.clone());
+            self.pending = self.pending.end..self.pending.end;
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn start(&self, range: std::ops::Range<u64>) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a plain system call on an open descriptor. It only starts write-back; an error
+        // here is not a failure (the fsync at the end decides), so it is ignored.
+        unsafe {
+            libc::sync_file_range(
+                self.file.as_raw_fd(),
+                range.start as libc::off64_t,
+                (range.end - range.start) as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn start(&self, _range: std::ops::Range<u64>) {}
 }
 
 fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> Result<(), TransformError> {
