@@ -210,10 +210,13 @@ pub fn run(pool: &mut Pool, opts: &RunOptions) -> Result<RunEnd, RunError> {
     // Files decided without a worker, then the work, largest parts first.
     let mut states: Vec<Option<FileState>> = Vec::with_capacity(inputs.len());
     let mut parts: Vec<(usize, u32, u32, u64)> = Vec::new();
+    let mut made_dirs: HashSet<PathBuf> = HashSet::new();
     for (i, input) in inputs.iter().enumerate() {
         let mut plan = input.status.clone();
+        let dir = parent_dir(&input.output);
         if plan == Plan::Transform
-            && let Err(e) = fs::create_dir_all(parent_dir(&input.output))
+            && !made_dirs.contains(&dir)
+            && let Err(e) = fs::create_dir_all(&dir).map(|()| made_dirs.insert(dir))
         {
             plan = Plan::Fail(format!(
                 "cannot create the output folder: {}",

@@ -98,11 +98,16 @@ enum State {
         server: String,
     },
     Idle,
+    /// `tasks[0]` is running and `deadline` is its own; any after it were sent ahead so that the
+    /// worker does not wait on the supervisor between two short files.
     Busy {
-        task: usize,
+        tasks: VecDeque<usize>,
         deadline: Option<Instant>,
     },
 }
+
+/// Jobs a worker may hold at once: the one it runs and one sent ahead.
+const DEPTH: usize = 2;
 
 /// Why a worker is being stopped.
 #[derive(Clone, Copy, PartialEq)]
@@ -225,13 +230,22 @@ impl Pool {
                     generation,
                     result,
                 }) => {
+                    let timeout = self.config.timeout;
                     let Some(w) = self.worker_mut(slot, generation) else {
                         continue;
                     };
-                    let State::Busy { task, .. } = w.state else {
+                    let State::Busy { tasks, deadline } = &mut w.state else {
                         continue;
                     };
-                    w.state = State::Idle;
+                    let Some(task) = tasks.pop_front() else {
+                        continue;
+                    };
+                    if tasks.is_empty() {
+                        w.state = State::Idle;
+                    } else {
+                        // The job sent ahead starts now.
+                        *deadline = timeout.map(|t| Instant::now() + t);
+                    }
                     let pid = w.pid;
                     self.finishes.push_back(Instant::now());
                     remaining -= 1;
@@ -246,6 +260,12 @@ impl Pool {
                     let Some(lost) = self.reap(slot, generation) else {
                         continue;
                     };
+                    let (lost, sent_ahead) = lost;
+                    for task in sent_ahead.into_iter().rev() {
+                        // Never started: back to the front of the queue, the attempt not spent.
+                        pending[task].attempts -= 1;
+                        queue.push_front(task);
+                    }
                     if let Some((task, cause, pid)) = lost {
                         let p = &mut pending[task];
                         if end.is_some() {
@@ -305,30 +325,48 @@ impl Pool {
         end.unwrap_or(PoolEnd::Finished)
     }
 
+    /// Gives every idle worker a job, then, while more jobs wait than there are workers (so
+    /// that sending one ahead cannot leave another worker idle at the end), one more to each.
     fn dispatch(&mut self, queue: &mut VecDeque<usize>, pending: &mut [Pending]) {
         let timeout = self.config.timeout;
-        for w in self.slots.iter_mut().flatten() {
-            if queue.is_empty() {
-                return;
-            }
-            if !matches!(w.state, State::Idle) || w.stopping.is_some() {
-                continue;
-            }
-            let task = queue.pop_front().unwrap();
-            let p = &mut pending[task];
-            p.attempts += 1;
-            let sent = w
-                .jobs
-                .as_ref()
-                .map(|jobs| jobs.send((p.task.message)()).is_ok())
-                .unwrap_or(false);
-            // A failed send means the worker is dying: its Gone event will requeue the task.
-            w.state = State::Busy {
-                task,
-                deadline: timeout.map(|t| Instant::now() + t),
-            };
-            if !sent {
-                tracing::debug!("worker {} did not take its job", w.pid);
+        let workers = self.slots.len();
+        for depth in 1..=DEPTH {
+            for w in self.slots.iter_mut().flatten() {
+                if queue.is_empty() || (depth > 1 && queue.len() <= workers) {
+                    return;
+                }
+                if w.stopping.is_some() {
+                    continue;
+                }
+                let held = match &w.state {
+                    State::Idle => 0,
+                    State::Busy { tasks, .. } => tasks.len(),
+                    State::Starting { .. } => continue,
+                };
+                if held >= depth {
+                    continue;
+                }
+                let task = queue.pop_front().unwrap();
+                let p = &mut pending[task];
+                p.attempts += 1;
+                let sent = w
+                    .jobs
+                    .as_ref()
+                    .map(|jobs| jobs.send((p.task.message)()).is_ok())
+                    .unwrap_or(false);
+                // A failed send means the worker is dying: its Gone event will requeue the task.
+                if !sent {
+                    tracing::debug!("worker {} did not take its job", w.pid);
+                }
+                match &mut w.state {
+                    State::Busy { tasks, .. } => tasks.push_back(task),
+                    state => {
+                        *state = State::Busy {
+                            tasks: VecDeque::from([task]),
+                            deadline: timeout.map(|t| Instant::now() + t),
+                        }
+                    }
+                }
             }
         }
     }
@@ -394,8 +432,13 @@ impl Pool {
 
     /// Waits for a worker whose channel closed, and says what it was doing and why it died.
     /// `None` when the event is stale; `Some(None)` when it was not working on anything.
+    /// Also returns the jobs that were sent ahead to it and never started.
     #[allow(clippy::type_complexity)]
-    fn reap(&mut self, slot: usize, generation: u64) -> Option<Option<(usize, String, u32)>> {
+    fn reap(
+        &mut self,
+        slot: usize,
+        generation: u64,
+    ) -> Option<(Option<(usize, String, u32)>, Vec<usize>)> {
         self.worker_mut(slot, generation)?;
         let mut w = self.slots[slot].take().unwrap();
         let status = wait_briefly(&mut w.child);
@@ -405,10 +448,11 @@ impl Pool {
             }
             _ => describe_exit(status),
         };
-        let busy = match w.state {
-            State::Busy { task, .. } => Some(task),
-            _ => None,
+        let mut tasks = match w.state {
+            State::Busy { tasks, .. } => tasks,
+            _ => VecDeque::new(),
         };
+        let busy = tasks.pop_front();
         // Any death we did not ask for counts against the restart budget, busy or not: a worker
         // that dies before its handshake, again and again, must not make the pool spin.
         let expected = w.stopping.is_some_and(|(_, r)| r == StopReason::Shutdown);
@@ -416,7 +460,7 @@ impl Pool {
             self.crashes.push_back(Instant::now());
         }
         tracing::debug!(pid = w.pid, "worker exited: {cause}");
-        Some(busy.map(|task| (task, cause, w.pid)))
+        Some((busy.map(|task| (task, cause, w.pid)), tasks.into()))
     }
 
     /// The restart budget: the run stops when, within [`CRASH_WINDOW`], more workers died than
