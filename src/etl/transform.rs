@@ -3,7 +3,7 @@
 //! The output is written into a temporary file that the caller names and later renames. Every
 //! part of a split file opens the same temporary, gives it the same length and header, and
 //! writes its own disjoint byte range, so the parts may run in any order, in any process.
-//! Memory is a few block-sized buffers per worker, reused from file to file, whatever the file's size.
+//! Memory is one block-sized buffer per worker, reused from file to file, whatever the file's size.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -144,26 +144,20 @@ pub fn transform(req: &Request) -> Result<Stats, TransformError> {
     let total_blocks = samples.div_ceil(noise::BLOCK_SAMPLES as u64);
     let mut clipped = 0;
     let mut writeback = Writeback::new(&output, req.fsync);
-    with_buffers(noise::BLOCK_SAMPLES * bytes_per_sample, |bufs| {
+    with_buffer(noise::BLOCK_SAMPLES * bytes_per_sample, |buf| {
         for block in part_blocks(total_blocks, req.part, req.parts) {
             let first = block * noise::BLOCK_SAMPLES as u64;
             let n = (samples - first).min(noise::BLOCK_SAMPLES as u64) as usize;
-            let len = n * bytes_per_sample;
+            let buf = &mut buf[..n * bytes_per_sample];
             let at = first * bytes_per_sample as u64;
-            read_exact_at(&input, &mut bufs.input[..len], info.data_offset + at)?;
-            let mut rng = noise::block_rng(req.file_seed, block);
-            noise::fill_gaussian(&mut rng, sigma, &mut bufs.noise[..n]);
-            clipped += kernel::add_noise(
-                info.layout.encoding,
-                &bufs.input[..len],
-                &bufs.noise[..n],
-                &mut bufs.output[..len],
-            );
+            read_exact_at(&input, buf, info.data_offset + at)?;
+            let mut rng = noise::BlockNoise::new(req.file_seed, block);
+            clipped += kernel::add_block_noise(info.layout.encoding, sigma, &mut rng, buf);
             let offset = header.len() as u64 + at;
             output
-                .write_all_at(&bufs.output[..len], offset)
+                .write_all_at(buf, offset)
                 .map_err(TransformError::Output)?;
-            writeback.written(offset, len as u64);
+            writeback.written(offset, buf.len() as u64);
         }
         Ok::<(), TransformError>(())
     })?;
@@ -182,48 +176,33 @@ pub fn transform(req: &Request) -> Result<Stats, TransformError> {
 /// The RMS of all samples of all channels, in [0, 1].
 fn rms(input: &File, info: &WavInfo) -> Result<f64, TransformError> {
     let mut sum = 0f64;
-    with_buffers(
-        noise::BLOCK_SAMPLES * info.layout.encoding.bytes(),
-        |bufs| {
-            let mut at = 0u64;
-            while at < info.data_len {
-                let len = (info.data_len - at).min(bufs.input.len() as u64) as usize;
-                read_exact_at(input, &mut bufs.input[..len], info.data_offset + at)?;
-                sum += kernel::sum_of_squares(info.layout.encoding, &bufs.input[..len]);
-                at += len as u64;
-            }
-            Ok::<(), TransformError>(())
-        },
-    )?;
+    with_buffer(noise::BLOCK_SAMPLES * info.layout.encoding.bytes(), |buf| {
+        let mut at = 0u64;
+        while at < info.data_len {
+            let len = (info.data_len - at).min(buf.len() as u64) as usize;
+            read_exact_at(input, &mut buf[..len], info.data_offset + at)?;
+            sum += kernel::sum_of_squares(info.layout.encoding, &buf[..len]);
+            at += len as u64;
+        }
+        Ok::<(), TransformError>(())
+    })?;
     Ok((sum / info.samples().max(1) as f64).sqrt())
 }
 
-/// One block's worth of samples in, noise, and samples out.
-#[derive(Default)]
-struct Buffers {
-    input: Vec<u8>,
-    output: Vec<u8>,
-    noise: Vec<f64>,
-}
-
-/// Runs `f` on this thread's buffers, sized for blocks of `bytes` bytes. A worker transforms one
-/// file after another: reusing the buffers spares each of them allocating (and the kernel
+/// Runs `f` on this thread's sample buffer, at least `len` bytes long. A worker transforms one
+/// file after another: reusing one buffer spares each of them allocating (and the kernel
 /// zeroing) fresh pages, which is most of the work for a short file.
-fn with_buffers<T>(bytes: usize, f: impl FnOnce(&mut Buffers) -> T) -> T {
+fn with_buffer<T>(len: usize, f: impl FnOnce(&mut [u8]) -> T) -> T {
     thread_local! {
-        static BUFFERS: std::cell::RefCell<Buffers> = std::cell::RefCell::default();
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    BUFFERS.with(|b| {
-        let mut bufs = b.take();
-        if bufs.input.len() < bytes {
-            bufs.input.resize(bytes, 0);
-            bufs.output.resize(bytes, 0);
+    BUFFER.with(|b| {
+        let mut buf = b.take();
+        if buf.len() < len {
+            buf.resize(len, 0);
         }
-        if bufs.noise.len() < noise::BLOCK_SAMPLES {
-            bufs.noise.resize(noise::BLOCK_SAMPLES, 0.0);
-        }
-        let result = f(&mut bufs);
-        b.replace(bufs);
+        let result = f(&mut buf[..len]);
+        b.replace(buf);
         result
     })
 }
