@@ -50,5 +50,9 @@ pub fn write(path: &Path, tone: &Tone) -> io::Result<()> {
         out.write_all(&bytes)?;
         frame += n;
     }
+    if data_len % 2 == 1 {
+        // The pad byte after an odd-sized data chunk, which the RIFF size counts.
+        out.write_all(&[0])?;
+    }
     out.flush()
 }

@@ -131,7 +131,9 @@ pub fn transform(req: &Request) -> Result<Stats, TransformError> {
         .truncate(false)
         .open(req.temp_output)
         .map_err(TransformError::Output)?;
-    let total_len = header.len() as u64 + info.data_len;
+    // An odd-sized data chunk is followed by a pad byte, which the RIFF size counts; `set_len`
+    // leaves it zero.
+    let total_len = header.len() as u64 + info.data_len + (info.data_len & 1);
     if output.metadata().map_err(TransformError::Output)?.len() != total_len {
         output.set_len(total_len).map_err(TransformError::Output)?;
     }
