@@ -34,9 +34,10 @@ fn tone(encoding: Encoding) -> Vec<u8> {
 mod noise {
     use super::*;
 
-    /// The Box-Muller stream the transform uses (8 Xoshiro256++ lanes).
+    /// The stream the transform uses: the ziggurat on 8 Xoshiro256++ lanes (`ETL_SIMD=avx2` or
+    /// `ETL_SIMD=none` to measure the narrower paths).
     #[divan::bench]
-    fn box_muller_8_lanes(bencher: Bencher) {
+    fn ziggurat_8_lanes(bencher: Bencher) {
         let mut out = vec![0.0; BLOCK_SAMPLES];
         bencher
             .counter(ItemsCount::new(BLOCK_SAMPLES))
