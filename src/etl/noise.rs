@@ -866,7 +866,11 @@ mod tests {
             let exact = libm::exp(-ax * ax / 2.0);
             // Uniform over the layer's height, and right at the density too.
             let y = zig::F[i + 1] + (zig::F[i] - zig::F[i + 1]) * uniform();
-            let near = f64::from_bits(exact.to_bits().wrapping_add((uniform() * 9.0) as u64 - 4));
+            let near = f64::from_bits(
+                exact
+                    .to_bits()
+                    .wrapping_add_signed((uniform() * 9.0) as i64 - 4),
+            );
             for y in [y, near] {
                 if let Some(answer) = wedge_by_lines(i, ax, y) {
                     assert_eq!(answer, y < exact, "layer {i}, x {ax}, y {y}");
