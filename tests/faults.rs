@@ -323,9 +323,12 @@ impl Supervisor {
                         && p.extension().is_some_and(|e| e == "wav")
                         && !p.file_name().unwrap().to_string_lossy().starts_with('.')
                 });
-                let temp = files
-                    .iter()
-                    .any(|p| p.to_string_lossy().ends_with(".etl-tmp"));
+                // The output being written: unnamed (`/dir/#123 (deleted)`, O_TMPFILE) or, on
+                // filesystems without unnamed files, a temporary name.
+                let temp = files.iter().any(|p| {
+                    let p = p.to_string_lossy();
+                    p.ends_with(".etl-tmp") || p.ends_with(" (deleted)")
+                });
                 if let (Some(input), true) = (input, temp) {
                     return Some(Caught {
                         pid: w,
@@ -1065,39 +1068,56 @@ fn a_second_sigint_kills_the_workers_at_once() {
 
 #[test]
 fn sigkill_to_the_supervisor_takes_its_workers_and_the_next_run_sweeps_up() {
-    let scene = Scene::new(24);
-    let dir = scene.dir_str();
-    let (mut sup, caught) = start_and_catch(&scene, &["run", dir, "-j", "2", "--no-progress"]);
-    let workers = sup.workers();
-    assert!(workers.contains(&caught.pid));
-    signal(sup.pid(), libc::SIGKILL);
-    let end = sup.finish();
-    assert_eq!(end.signal, Some(libc::SIGKILL));
-    // Even the stopped one: the kernel kills them when their parent dies.
-    for &w in &workers {
-        eventually(&format!("worker {w} dies with its supervisor"), || {
-            !alive(w)
-        });
-    }
-    let left = temp_files(&scene.dir);
-    assert!(
-        !left.is_empty(),
-        "the caught worker's temporary file should be left"
-    );
+    // Outputs are written unnamed (O_TMPFILE) where the filesystem allows, so a killed run leaves
+    // nothing; where it does not (ETL_NO_TMPFILE makes it so here), they have temporary names,
+    // which the next run sweeps.
+    for unnamed in [true, false] {
+        let scene = Scene::new(24);
+        let dir = scene.dir_str();
+        let command = || {
+            let mut cmd = etl_command();
+            if !unnamed {
+                cmd.env("ETL_NO_TMPFILE", "1");
+            }
+            cmd
+        };
+        let (mut sup, caught) =
+            start_and_catch_with(&scene, command, &["run", dir, "-j", "2", "--no-progress"]);
+        let workers = sup.workers();
+        assert!(workers.contains(&caught.pid));
+        signal(sup.pid(), libc::SIGKILL);
+        let end = sup.finish();
+        assert_eq!(end.signal, Some(libc::SIGKILL));
+        // Even the stopped one: the kernel kills them when their parent dies.
+        for &w in &workers {
+            eventually(&format!("worker {w} dies with its supervisor"), || {
+                !alive(w)
+            });
+        }
+        let left = temp_files(&scene.dir);
+        if unnamed {
+            assert!(left.is_empty(), "unnamed outputs left names: {left:?}");
+        } else {
+            assert!(
+                !left.is_empty(),
+                "the caught worker's temporary file should be left"
+            );
+        }
 
-    let next = scene.run(&["run", dir, "-j", "2", "--no-progress"]);
-    next.expect_code(0);
-    let counts = next.counts();
-    assert_eq!(counts.ok + counts.skipped, 24, "{counts:?}");
-    assert!(counts.ok >= 1);
-    for name in &left {
-        assert!(
-            next.stderr.contains(name.as_str()),
-            "the sweep does not say it removed {name}\n{}",
-            next.stderr
-        );
+        let next = scene.run(&["run", dir, "-j", "2", "--no-progress"]);
+        next.expect_code(0);
+        let counts = next.counts();
+        assert_eq!(counts.ok + counts.skipped, 24, "{counts:?}");
+        assert!(counts.ok >= 1);
+        for name in &left {
+            assert!(
+                next.stderr.contains(name.as_str()),
+                "the sweep does not say it removed {name}\n{}",
+                next.stderr
+            );
+        }
+        assert_eq!(check_clean(&scene.dir, &HashSet::new()), 24);
     }
-    assert_eq!(check_clean(&scene.dir, &HashSet::new()), 24);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -651,6 +651,45 @@ fn the_same_seed_gives_the_same_bytes_whatever_the_number_of_workers() {
             );
         }
     }
+    // Where a filesystem has no unnamed files (O_TMPFILE), outputs go through a temporary
+    // name instead: the same bytes, and no temporary left behind.
+    for fresh in [true, false] {
+        if fresh {
+            for name in &names {
+                fs::remove_file(output_of(&root.join(name))).unwrap();
+            }
+        }
+        let r = Run::from_output(
+            etl()
+                .current_dir(dir.path())
+                .env("ETL_NO_TMPFILE", "1")
+                .args([
+                    "run",
+                    "--no-progress",
+                    "in",
+                    "--force",
+                    "-j",
+                    "2",
+                    "--seed",
+                    "42",
+                ])
+                .output()
+                .unwrap(),
+        );
+        r.expect_code(0);
+        assert_eq!(r.counts(), Counts::new(names.len() as u64, 0, 0));
+        assert!(
+            outputs_in(&root, &names) == one,
+            "with temporary names (fresh outputs: {fresh}) the bytes differ"
+        );
+        let left: Vec<_> = fs::read_dir(&root)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".etl-tmp"))
+            .collect();
+        assert!(left.is_empty(), "temporary files left: {left:?}");
+    }
     let other = run("2", "43");
     for (i, name) in names.iter().enumerate() {
         assert_eq!(one[i].len(), other[i].len());

@@ -4,6 +4,7 @@
 
 pub mod kernel;
 pub mod noise;
+pub mod output;
 pub mod tone;
 pub mod transform;
 pub mod wav;

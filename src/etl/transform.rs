@@ -1,8 +1,9 @@
 //! Transforming one file, or one block range of it: read, add noise, clip, write in place.
 //!
-//! The output is written into a temporary file that the caller names and later renames. Every
-//! part of a split file opens the same temporary, gives it the same length and header, and
-//! writes its own disjoint byte range, so the parts may run in any order, in any process.
+//! A whole file's output is created and given its final name here ([`super::output`]). A split
+//! file's parts write into one temporary file that the caller names and later renames: every part
+//! opens it, gives it the same length and header, and writes its own disjoint byte range, so the
+//! parts may run in any order, in any process.
 //! Memory is one block-sized buffer per worker, reused from file to file, whatever the file's size.
 
 use std::fmt;
@@ -11,6 +12,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
+use super::output::NewFile;
 use super::wav::{self, WavError, WavInfo};
 use super::{describe_io, kernel, noise};
 
@@ -23,10 +25,14 @@ pub enum NoiseLevel {
     SnrDb(f64),
 }
 
-/// What to do: which input, which temporary output, which part of it.
+/// What to do: which input, which output, which part of it.
 #[derive(Clone, Debug)]
 pub struct Request<'a> {
     pub input: &'a Path,
+    /// The final output, when this request is the whole file: it is then published here.
+    /// `None` for a part of a split file, which the caller renames once all parts are done.
+    pub output: Option<&'a Path>,
+    /// The temporary name, in the output's folder.
     pub temp_output: &'a Path,
     pub part: u32,
     pub parts: u32,
@@ -55,6 +61,8 @@ pub enum TransformError {
     /// The input changed size while it was being read.
     Shrunk,
     Output(io::Error),
+    /// Giving the finished output its name.
+    Publish(io::Error),
 }
 
 impl fmt::Display for TransformError {
@@ -64,6 +72,9 @@ impl fmt::Display for TransformError {
             TransformError::NotRegular(kind) => write!(f, "not a regular file: {kind}"),
             TransformError::Shrunk => write!(f, "truncated: the file shrank while it was read"),
             TransformError::Output(e) => write!(f, "writing the output: {}", describe_io(e)),
+            TransformError::Publish(e) => {
+                write!(f, "cannot rename the output into place: {}", describe_io(e))
+            }
         }
     }
 }
@@ -125,12 +136,42 @@ pub fn transform(req: &Request) -> Result<Stats, TransformError> {
     };
 
     let header = wav::header(&info.fmt_chunk, info.data_len)?;
-    let output = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(req.temp_output)
-        .map_err(TransformError::Output)?;
+    match req.output {
+        Some(output) if req.parts <= 1 => {
+            let new = NewFile::create(output, req.temp_output).map_err(TransformError::Output)?;
+            match write(req, &input, &info, sigma, &header, new.file()) {
+                Ok(stats) => {
+                    new.publish(output, req.fsync)
+                        .map_err(TransformError::Publish)?;
+                    Ok(stats)
+                }
+                Err(e) => {
+                    new.discard();
+                    Err(e)
+                }
+            }
+        }
+        _ => {
+            let output = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(req.temp_output)
+                .map_err(TransformError::Output)?;
+            write(req, &input, &info, sigma, &header, &output)
+        }
+    }
+}
+
+/// Writes the header and this request's blocks into `output`, flushing them with `fsync`.
+fn write(
+    req: &Request,
+    input: &File,
+    info: &WavInfo,
+    sigma: f64,
+    header: &[u8],
+    output: &File,
+) -> Result<Stats, TransformError> {
     // An odd-sized data chunk is followed by a pad byte, which the RIFF size counts; `set_len`
     // leaves it zero.
     let total_len = header.len() as u64 + info.data_len + (info.data_len & 1);
@@ -138,21 +179,21 @@ pub fn transform(req: &Request) -> Result<Stats, TransformError> {
         output.set_len(total_len).map_err(TransformError::Output)?;
     }
     output
-        .write_all_at(&header, 0)
+        .write_all_at(header, 0)
         .map_err(TransformError::Output)?;
 
     let bytes_per_sample = info.layout.encoding.bytes();
     let samples = info.samples();
     let total_blocks = samples.div_ceil(noise::BLOCK_SAMPLES as u64);
     let mut clipped = 0;
-    let mut writeback = Writeback::new(&output, req.fsync);
+    let mut writeback = Writeback::new(output, req.fsync);
     with_buffer(noise::BLOCK_SAMPLES * bytes_per_sample, |buf| {
         for block in part_blocks(total_blocks, req.part, req.parts) {
             let first = block * noise::BLOCK_SAMPLES as u64;
             let n = (samples - first).min(noise::BLOCK_SAMPLES as u64) as usize;
             let buf = &mut buf[..n * bytes_per_sample];
             let at = first * bytes_per_sample as u64;
-            read_exact_at(&input, buf, info.data_offset + at)?;
+            read_exact_at(input, buf, info.data_offset + at)?;
             let mut rng = noise::BlockNoise::new(req.file_seed, block);
             clipped += kernel::add_block_noise(info.layout.encoding, sigma, &mut rng, buf);
             let offset = header.len() as u64 + at;

@@ -18,9 +18,9 @@ use pool::{Completion, Pool, PoolEnd, Task};
 use report::{Counts, FileRecord, Reporter, Status};
 
 use crate::etl::describe_io;
-use crate::etl::noise;
 use crate::etl::tone::Tone;
 use crate::etl::transform::NoiseLevel;
+use crate::etl::{noise, output};
 use crate::protocol::{GenerateJob, ToWorker, TransformJob, WirePath};
 
 /// Files at least this large are split into parts of about this size, so that one large file
@@ -127,19 +127,6 @@ fn sweep(dirs: &HashSet<PathBuf>, tag: &str) {
     }
 }
 
-fn parent_dir(p: &Path) -> PathBuf {
-    match p.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
-
 /// What one file is waiting for.
 struct FileState {
     parts_left: u32,
@@ -193,7 +180,7 @@ pub fn run(pool: &mut Pool, opts: &RunOptions) -> Result<RunEnd, RunError> {
     let out_dirs: HashSet<PathBuf> = found
         .inputs
         .iter()
-        .map(|i| parent_dir(&i.output))
+        .map(|i| output::folder(&i.output).to_path_buf())
         .chain(found.output_roots.iter().cloned())
         .collect();
     sweep(&out_dirs, &tag);
@@ -213,7 +200,7 @@ pub fn run(pool: &mut Pool, opts: &RunOptions) -> Result<RunEnd, RunError> {
     let mut made_dirs: HashSet<PathBuf> = HashSet::new();
     for (i, input) in inputs.iter().enumerate() {
         let mut plan = input.status.clone();
-        let dir = parent_dir(&input.output);
+        let dir = output::folder(&input.output).to_path_buf();
         if plan == Plan::Transform
             && !made_dirs.contains(&dir)
             && let Err(e) = fs::create_dir_all(&dir).map(|()| made_dirs.insert(dir))
@@ -264,6 +251,7 @@ pub fn run(pool: &mut Pool, opts: &RunOptions) -> Result<RunEnd, RunError> {
             let job = TransformJob {
                 id: id as u64,
                 input: WirePath::from(input.path.as_path()),
+                output: WirePath::from(input.output.as_path()),
                 temp_output: WirePath::from(temp_path(&input.output, &tag).as_path()),
                 part,
                 parts: n,
@@ -279,7 +267,7 @@ pub fn run(pool: &mut Pool, opts: &RunOptions) -> Result<RunEnd, RunError> {
         .collect();
 
     let end = pool.run(tasks, |c: Completion| {
-        let (file, _, _, _) = parts[c.id as usize];
+        let (file, _, n_parts, _) = parts[c.id as usize];
         let input = &inputs[file];
         let Some(state) = states[file].as_mut() else {
             return;
@@ -315,11 +303,16 @@ pub fn run(pool: &mut Pool, opts: &RunOptions) -> Result<RunEnd, RunError> {
         if state.parts_left > 0 {
             return;
         }
-        if let Err(e) = fs::rename(&temp, &input.output) {
-            return fail(state, format!("cannot rename the output into place: {}", describe_io(&e)), &mut reporter);
-        }
-        if opts.fsync {
-            sync_dir(&parent_dir(&input.output));
+        // A whole file's worker has published it; the parts of a split file meet in `temp`.
+        if n_parts > 1 {
+            if let Err(e) = fs::rename(&temp, &input.output) {
+                return fail(state, format!("cannot rename the output into place: {}", describe_io(&e)), &mut reporter);
+            }
+            if opts.fsync
+                && let Err(e) = output::sync_folder(&input.output)
+            {
+                return fail(state, format!("cannot flush the output's folder: {}", describe_io(&e)), &mut reporter);
+            }
         }
         if stats.size_recovered {
             tracing::warn!(
