@@ -153,11 +153,27 @@ contenders() {
     CONT+=("cp + fsync" "cp -r $qdir $(q "$dir.cp") && find $(q "$dir.cp") -type f -exec sync {} + && sync $(q "$dir.cp")")
 }
 
-prepare_cmd() {  # deletes the previous outputs; sync so that one run's dirty
+# Outputs of `short` are moved aside into $TRASH instead of deleted, and the
+# trash is deleted only when every workload is done.  On ext4 without a journal
+# (the root filesystem of some VMs) creating a file scans past every inode freed
+# in the last 30 s of its block group (`recently_deleted()` in fs/ext4/ialloc.c),
+# so deleting 2000 files before every run made each contender's run slower than
+# the one before, whatever the contender.  A user's run does not follow the
+# deletion of the same number of files by a second.  See BENCHMARKS.md.
+TRASH="$D/trash"
+rm -rf "$TRASH" && mkdir -p "$TRASH"
+
+prepare_cmd() {  # removes the previous outputs; sync so that one run's dirty
                  # pages are not written back during the next timed run
-    local qdir
+    local qdir qcp
     qdir=$(q "$D/$1")
-    printf "find %s -name '*-transformed.wav' -delete; rm -rf %s; sync" "$qdir" "$(q "$D/$1.cp")"
+    qcp=$(q "$D/$1.cp")
+    if [[ $1 == short ]]; then
+        printf 't=$(mktemp -d %s/XXXXXX) && find %s -name %s -exec mv -t "$t" {} + && { [ ! -e %s ] || mv %s "$t/"; } && sync' \
+            "$(q "$TRASH")" "$qdir" "'*-transformed.wav'" "$qcp" "$qcp"
+    else
+        printf "find %s -name '*-transformed.wav' -delete; rm -rf %s; sync" "$qdir" "$qcp"
+    fi
 }
 
 # ---------------------------------------------------------------- timing
@@ -268,6 +284,7 @@ for w in "${WORKLOADS[@]}"; do
 done
 
 for w in "${WORKLOADS[@]}"; do clean_outputs "$D/$w"; done
+rm -rf "$TRASH"
 
 # ---------------------------------------------------------------- summary
 say "summary"
@@ -303,7 +320,7 @@ print(f"- {sh('hyperfine', '--version')}, warmup 1, {runs} runs; Python {platfor
 print(f"- etl binary: {etl}")
 if os.environ.get("ETL_BASELINE"):
     print(f"- baseline binary: {os.environ['ETL_BASELINE']}")
-print(f"- data in {d} (page cache warm: the inputs fit in RAM); each run starts after deleting the previous outputs and `sync`")
+print(f"- data in {d} (page cache warm: the inputs fit in RAM); each run starts after deleting the previous outputs (moving them aside on `short`, deleted at the end) and `sync`")
 print()
 print("| workload | contender | median s | × python | × cp | × cp + fsync | peak RSS MiB (GNU time: largest process) | sampled VmHWM MiB: main / largest child (children seen) |")
 print("|---|---|---:|---:|---:|---:|---:|---:|")
