@@ -65,12 +65,13 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct NoiseArgs {
-    /// Standard deviation of the noise, relative to full scale (1.0).
-    #[arg(long, value_parser = non_negative, conflicts_with = "snr_db", allow_negative_numbers = true)]
+    /// Standard deviation of the noise, relative to full scale (1.0); 0 to 1000.
+    #[arg(long, value_parser = sigma, conflicts_with = "snr_db", allow_negative_numbers = true)]
     pub sigma: Option<f64>,
 
-    /// Noise level as a signal-to-noise ratio in dB against each file's RMS (all channels).
-    #[arg(long, value_parser = finite, allow_negative_numbers = true)]
+    /// Noise level as a signal-to-noise ratio in dB against each file's RMS (all channels);
+    /// -300 to 300.
+    #[arg(long, value_parser = snr_db, allow_negative_numbers = true)]
     pub snr_db: Option<f64>,
 
     /// Seed for the noise: the same seed gives the same bytes whatever -j. Drawn and logged if
@@ -223,6 +224,31 @@ fn finite(s: &str) -> Result<f64, String> {
         Ok(v)
     } else {
         Err(format!("{s} is not a finite number"))
+    }
+}
+
+/// Beyond these the noise is all clipping (or far below the least bit of any format), and beyond
+/// about ±6000 dB the SNR's sigma is no longer a finite number.
+const MAX_SIGMA: f64 = 1000.0;
+const MAX_SNR_DB: f64 = 300.0;
+
+fn sigma(s: &str) -> Result<f64, String> {
+    let v = non_negative(s)?;
+    if v <= MAX_SIGMA {
+        Ok(v)
+    } else {
+        Err(format!("{s} is too large; it must be at most {MAX_SIGMA}"))
+    }
+}
+
+fn snr_db(s: &str) -> Result<f64, String> {
+    let v = finite(s)?;
+    if v.abs() <= MAX_SNR_DB {
+        Ok(v)
+    } else {
+        Err(format!(
+            "{s} dB is out of range; it must be from -{MAX_SNR_DB} to {MAX_SNR_DB}"
+        ))
     }
 }
 

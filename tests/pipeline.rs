@@ -1227,7 +1227,7 @@ fn usage_errors_exit_2_naming_the_problem_and_write_nothing() {
     let sounds = dir.path().join("sounds");
     gen_fake_data(&sounds, &["--count", "1", "--duration", "0.1"]);
     let before = snapshot(&sounds);
-    let cases: [(&[&str], &[&str]); 8] = [
+    let cases: [(&[&str], &[&str]); 11] = [
         (&["does-not-exist"], &["does-not-exist", "no such file"]),
         (
             &["sounds", "does-not-exist"],
@@ -1236,6 +1236,19 @@ fn usage_errors_exit_2_naming_the_problem_and_write_nothing() {
         (&["sounds", "--sigma", "-1"], &["--sigma", "-1"]),
         (&["sounds", "--sigma", "nan"], &["--sigma", "nan"]),
         (&["sounds", "--snr-db", "inf"], &["--snr-db", "inf"]),
+        // Finite, but its sigma would not be (10^(7000/20) overflows).
+        (
+            &["sounds", "--snr-db", "-7000"],
+            &["--snr-db", "-7000", "out of range"],
+        ),
+        (
+            &["sounds", "--snr-db", "301"],
+            &["--snr-db", "301", "out of range"],
+        ),
+        (
+            &["sounds", "--sigma", "1e300"],
+            &["--sigma", "1e300", "too large"],
+        ),
         (&["sounds", "-j", "0"], &["--jobs", "0"]),
         (&["sounds", "--timeout", "0"], &["--timeout", "0"]),
         (&["sounds", "--shard", "3/3"], &["--shard", "3/3"]),
