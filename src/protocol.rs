@@ -38,14 +38,11 @@ pub enum ToWorker {
     Generate(GenerateJob),
 }
 
-/// One part of one file to transform. A whole file (`parts == 1`) is published by the worker
-/// under `output`; the parts of a split file are written into `temp_output`, which the
-/// supervisor renames once all of them are done.
+/// One part of one file to transform into `temp_output`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TransformJob {
     pub id: u64,
     pub input: WirePath,
-    pub output: WirePath,
     pub temp_output: WirePath,
     pub part: u32,
     pub parts: u32,

@@ -34,8 +34,8 @@
 //! The fast path is a table lookup, a multiplication and a comparison, so eight lanes go through
 //! it together: plain Rust, AVX2 (four lanes per instruction, table lookups by 16-byte loads) or
 //! AVX-512 (eight, lookups by gather), chosen at run time; the rare slow path runs one normal at a
-//! time, in order. Tests check that every path gives the same bits. `ETL_SIMD=avx2` or `ETL_SIMD=none` caps the choice, to
-//! measure or check a path.
+//! time, in order. Tests check that every path gives the same bits. `ETL_SIMD=avx2` or
+//! `ETL_SIMD=none` caps the choice, to measure or check a path.
 //!
 //! The hash, the generators, the ziggurat and its tables are named, published algorithms and data;
 //! xxhash-rust and libm are the only crates involved in the stream (both pinned), so rand,
@@ -448,8 +448,8 @@ mod avx2 {
     }
 
     /// `(X[i], X[i + 1])` for the layer `i` of each lane, every one below 256: one 16-byte load
-    /// per lane, put in order by two unpacks. The noise is about 7% faster so than with two
-    /// gathers on an AMD Zen 3 core (`cargo bench --bench kernel -- noise`).
+    /// per lane, put in order by two unpacks. The noise is about 7% faster this way than with
+    /// two gathers on an AMD Zen 3 core (`cargo bench --bench kernel -- noise`).
     #[inline]
     #[target_feature(enable = "avx2")]
     fn lookup(layer: I) -> (F, F) {
@@ -539,13 +539,14 @@ mod avx512 {
         _mm512_rol_epi64::<N>(x)
     }
 
-    /// `table[index]` for each lane; every index is below 256.
+    /// `(X[i], X[i + 1])` for the layer `i` of each lane.
     #[inline]
     #[target_feature(enable = "avx512f")]
     fn lookup(layer: I) -> (F, F) {
         (gather(&zig::X, layer), gather(&zig::X[1..], layer))
     }
 
+    /// `table[index]` for each lane; every index is below 256.
     #[inline]
     #[target_feature(enable = "avx512f")]
     fn gather(table: &[f64], index: I) -> F {
@@ -596,7 +597,8 @@ mod avx512 {
 mod zig {
     pub const R: f64 = 3.654152885361008796;
 
-    /// `[X[i], X[i + 1]]` for each layer `i`, to load both with one instruction.
+    /// `[X[i], X[i + 1]]` for each layer `i`, to load both with one instruction (AVX2).
+    #[cfg(target_arch = "x86_64")]
     pub static PAIRS: [[f64; 2]; 256] = {
         let mut pairs = [[0.0; 2]; 256];
         let mut i = 0;

@@ -1,12 +1,11 @@
-//! Creating an output so that no partial file ever carries its final name.
+//! Creating an output so that no partial file ever carries a name.
 //!
 //! A whole output is written into an unnamed file (`O_TMPFILE`) in its destination folder and
-//! linked under its final name once complete: a worker killed half-way leaves nothing on disk,
+//! given its temporary name only once complete: a worker killed half-way leaves nothing on disk,
 //! and the costly part of creating a file (allocating its inode) happens without holding the
-//! folder's lock, so many workers creating files in one folder do not queue on it. Where the
-//! filesystem has no `O_TMPFILE`, or `/proc` is missing, the file is written under a hidden
-//! temporary name and renamed. Replacing an existing output goes through the temporary name too,
-//! since a link cannot replace a file and a rename can, atomically.
+//! folder's lock. Where the filesystem has no `O_TMPFILE`, or `/proc` is missing, the file is
+//! written under its temporary name from the start. Either way the supervisor, which counts what
+//! finished, renames the temporary into place, so nothing it did not count ever has a final name.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -17,21 +16,20 @@ use std::path::{Path, PathBuf};
 /// An output being written.
 pub struct NewFile {
     file: File,
-    /// Written without a name, to be linked by [`NewFile::publish`].
+    /// Written without a name, to be linked by [`NewFile::finish`].
     unnamed: bool,
     temp: PathBuf,
 }
 
 impl NewFile {
-    /// Creates the file that will become `output`, with `temp` as its temporary name if one is
-    /// needed. `temp` must be in the same folder as `output`.
-    pub fn create(output: &Path, temp: &Path) -> io::Result<NewFile> {
+    /// Creates the file that will be `temp` once complete.
+    pub fn create(temp: &Path) -> io::Result<NewFile> {
         if unnamed_files_work()
             && let Ok(file) = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .custom_flags(libc::O_TMPFILE)
-                .open(folder(output))
+                .open(folder(temp))
         {
             return Ok(NewFile {
                 file,
@@ -56,34 +54,15 @@ impl NewFile {
         &self.file
     }
 
-    /// Gives the complete file its final name, replacing what was there, and, with `fsync`,
-    /// makes the name durable (the caller has already flushed the data). On error nothing is
-    /// left under either name.
-    pub fn publish(self, output: &Path, fsync: bool) -> io::Result<()> {
+    /// Gives the complete file its temporary name (it has it already if it was not unnamed).
+    pub fn finish(self) -> io::Result<()> {
         if self.unnamed {
-            match link(&self.file, output) {
-                Ok(()) => {
-                    if fsync {
-                        sync_folder(output)?;
-                    }
-                    return Ok(());
-                }
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-                Err(e) => return Err(e),
-            }
             // A stale temporary of ours may hold the name; only our own run can have made it.
             match fs::remove_file(&self.temp) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}
             }
             link(&self.file, &self.temp)?;
-        }
-        if let Err(e) = fs::rename(&self.temp, output) {
-            let _ = fs::remove_file(&self.temp);
-            return Err(e);
-        }
-        if fsync {
-            sync_folder(output)?;
         }
         Ok(())
     }
@@ -159,35 +138,33 @@ mod tests {
     }
 
     #[test]
-    fn an_output_has_no_name_until_published_and_then_replaces_the_old_one() {
+    fn an_output_has_no_name_until_finished_and_then_replaces_a_stale_temporary() {
         let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("a-transformed.wav");
         let temp = dir.path().join(".a-transformed.wav.x.etl-tmp");
         for content in [&b"first"[..], &b"second, longer"[..]] {
-            let new = NewFile::create(&out, &temp).unwrap();
+            let new = NewFile::create(&temp).unwrap();
             new.file().write_all(content).unwrap();
             if unnamed_files_work() {
                 // Linux on a filesystem with O_TMPFILE (ext4, xfs, btrfs, tmpfs).
                 assert!(new.unnamed);
-                let expected: Vec<String> = if out.exists() {
-                    vec!["a-transformed.wav".into()]
+                let expected: Vec<String> = if temp.exists() {
+                    vec![".a-transformed.wav.x.etl-tmp".into()]
                 } else {
                     vec![]
                 };
                 assert_eq!(names(dir.path()), expected);
             }
-            new.publish(&out, true).unwrap();
-            assert_eq!(fs::read(&out).unwrap(), content);
-            assert_eq!(names(dir.path()), ["a-transformed.wav"]);
+            new.finish().unwrap();
+            assert_eq!(fs::read(&temp).unwrap(), content);
+            assert_eq!(names(dir.path()), [".a-transformed.wav.x.etl-tmp"]);
         }
     }
 
     #[test]
     fn a_discarded_output_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("b.wav");
         let temp = dir.path().join(".b.wav.x.etl-tmp");
-        let new = NewFile::create(&out, &temp).unwrap();
+        let new = NewFile::create(&temp).unwrap();
         new.file().write_all(b"partial").unwrap();
         new.discard();
         assert!(names(dir.path()).is_empty());

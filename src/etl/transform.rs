@@ -1,9 +1,9 @@
 //! Transforming one file, or one block range of it: read, add noise, clip, write in place.
 //!
-//! A whole file's output is created and given its final name here ([`super::output`]). A split
-//! file's parts write into one temporary file that the caller names and later renames: every part
-//! opens it, gives it the same length and header, and writes its own disjoint byte range, so the
-//! parts may run in any order, in any process.
+//! The output is a temporary file that the caller names and later renames. A whole file's is
+//! written unnamed and given that name only when complete ([`super::output`]). The parts of a
+//! split file all open the same temporary, give it the same length and header, and write their
+//! own disjoint byte ranges, so the parts may run in any order, in any process.
 //! Memory is one block-sized buffer per worker, reused from file to file, whatever the file's size.
 
 use std::fmt;
@@ -29,10 +29,7 @@ pub enum NoiseLevel {
 #[derive(Clone, Debug)]
 pub struct Request<'a> {
     pub input: &'a Path,
-    /// The final output, when this request is the whole file: it is then published here.
-    /// `None` for a part of a split file, which the caller renames once all parts are done.
-    pub output: Option<&'a Path>,
-    /// The temporary name, in the output's folder.
+    /// The temporary output, in the final output's folder.
     pub temp_output: &'a Path,
     pub part: u32,
     pub parts: u32,
@@ -61,8 +58,6 @@ pub enum TransformError {
     /// The input changed size while it was being read.
     Shrunk,
     Output(io::Error),
-    /// Giving the finished output its name.
-    Publish(io::Error),
 }
 
 impl fmt::Display for TransformError {
@@ -72,9 +67,6 @@ impl fmt::Display for TransformError {
             TransformError::NotRegular(kind) => write!(f, "not a regular file: {kind}"),
             TransformError::Shrunk => write!(f, "truncated: the file shrank while it was read"),
             TransformError::Output(e) => write!(f, "writing the output: {}", describe_io(e)),
-            TransformError::Publish(e) => {
-                write!(f, "cannot rename the output into place: {}", describe_io(e))
-            }
         }
     }
 }
@@ -136,29 +128,24 @@ pub fn transform(req: &Request) -> Result<Stats, TransformError> {
     };
 
     let header = wav::header(&info.fmt_chunk, info.data_len)?;
-    match req.output {
-        Some(output) if req.parts <= 1 => {
-            let new = NewFile::create(output, req.temp_output).map_err(TransformError::Output)?;
-            match write(req, &input, &info, sigma, &header, new.file()) {
-                Ok(stats) => {
-                    new.publish(output, req.fsync)
-                        .map_err(TransformError::Publish)?;
-                    Ok(stats)
-                }
-                Err(e) => {
-                    new.discard();
-                    Err(e)
-                }
-            }
+    if req.parts > 1 {
+        let output = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(req.temp_output)
+            .map_err(TransformError::Output)?;
+        return write(req, &input, &info, sigma, &header, &output);
+    }
+    let new = NewFile::create(req.temp_output).map_err(TransformError::Output)?;
+    match write(req, &input, &info, sigma, &header, new.file()) {
+        Ok(stats) => {
+            new.finish().map_err(TransformError::Output)?;
+            Ok(stats)
         }
-        _ => {
-            let output = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(req.temp_output)
-                .map_err(TransformError::Output)?;
-            write(req, &input, &info, sigma, &header, &output)
+        Err(e) => {
+            new.discard();
+            Err(e)
         }
     }
 }

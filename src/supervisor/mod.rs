@@ -251,7 +251,6 @@ pub fn run(pool: &mut Pool, opts: &RunOptions) -> Result<RunEnd, RunError> {
             let job = TransformJob {
                 id: id as u64,
                 input: WirePath::from(input.path.as_path()),
-                output: WirePath::from(input.output.as_path()),
                 temp_output: WirePath::from(temp_path(&input.output, &tag).as_path()),
                 part,
                 parts: n,
@@ -267,7 +266,7 @@ pub fn run(pool: &mut Pool, opts: &RunOptions) -> Result<RunEnd, RunError> {
         .collect();
 
     let end = pool.run(tasks, |c: Completion| {
-        let (file, _, n_parts, _) = parts[c.id as usize];
+        let (file, _, _, _) = parts[c.id as usize];
         let input = &inputs[file];
         let Some(state) = states[file].as_mut() else {
             return;
@@ -303,16 +302,15 @@ pub fn run(pool: &mut Pool, opts: &RunOptions) -> Result<RunEnd, RunError> {
         if state.parts_left > 0 {
             return;
         }
-        // A whole file's worker has published it; the parts of a split file meet in `temp`.
-        if n_parts > 1 {
-            if let Err(e) = fs::rename(&temp, &input.output) {
-                return fail(state, format!("cannot rename the output into place: {}", describe_io(&e)), &mut reporter);
-            }
-            if opts.fsync
-                && let Err(e) = output::sync_folder(&input.output)
-            {
-                return fail(state, format!("cannot flush the output's folder: {}", describe_io(&e)), &mut reporter);
-            }
+        // Only what is counted here gets its final name.
+        if let Err(e) = fs::rename(&temp, &input.output) {
+            return fail(state, format!("cannot rename the output into place: {}", describe_io(&e)), &mut reporter);
+        }
+        // The data is on disk already; only the name's durability is in question.
+        if opts.fsync
+            && let Err(e) = output::sync_folder(&input.output)
+        {
+            tracing::warn!("{}: cannot flush its folder: {}", input.output.display(), describe_io(&e));
         }
         if stats.size_recovered {
             tracing::warn!(

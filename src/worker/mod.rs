@@ -50,14 +50,9 @@ pub fn run(server: &str, parent_pid: u32) -> Result<(), String> {
 
 fn run_transform(job: &TransformJob) -> JobResult {
     let start = Instant::now();
-    let (input, output, temp) = (
-        job.input.to_path(),
-        job.output.to_path(),
-        job.temp_output.to_path(),
-    );
+    let (input, temp) = (job.input.to_path(), job.temp_output.to_path());
     let outcome = transform::transform(&transform::Request {
         input: &input,
-        output: (job.parts <= 1).then_some(output.as_path()),
         temp_output: &temp,
         part: job.part,
         parts: job.parts,
