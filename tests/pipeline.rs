@@ -682,12 +682,7 @@ fn the_same_seed_gives_the_same_bytes_whatever_the_number_of_workers() {
             outputs_in(&root, &names) == one,
             "with temporary names (fresh outputs: {fresh}) the bytes differ"
         );
-        let left: Vec<_> = fs::read_dir(&root)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".etl-tmp"))
-            .collect();
+        let left = temp_files(&root);
         assert!(left.is_empty(), "temporary files left: {left:?}");
     }
     let other = run("2", "43");

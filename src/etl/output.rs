@@ -56,15 +56,17 @@ impl NewFile {
 
     /// Gives the complete file its temporary name (it has it already if it was not unnamed).
     pub fn finish(self) -> io::Result<()> {
-        if self.unnamed {
-            // A stale temporary of ours may hold the name; only our own run can have made it.
-            match fs::remove_file(&self.temp) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-            link(&self.file, &self.temp)?;
+        if !self.unnamed {
+            return Ok(());
         }
-        Ok(())
+        match link(&self.file, &self.temp) {
+            // A stale temporary of ours holds the name; only our own run can have made it.
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                fs::remove_file(&self.temp)?;
+                link(&self.file, &self.temp)
+            }
+            other => other,
+        }
     }
 
     /// Removes what an unfinished output left: nothing for an unnamed file, the temporary

@@ -549,6 +549,16 @@ pub fn set_mtime(path: &Path, secs: i64) {
         .unwrap();
 }
 
+/// The temporary outputs (`*.etl-tmp`) in `dir`, by name.
+pub fn temp_files(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".etl-tmp"))
+        .collect()
+}
+
 /// Every file below `dir` (hidden ones too), by path relative to `dir`, with its bytes.
 pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
