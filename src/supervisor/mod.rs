@@ -35,6 +35,8 @@ pub struct RunOptions {
     pub seed: Option<u64>,
     pub out_dir: Option<PathBuf>,
     pub recursive: bool,
+    /// Take no symbolic link found below a PATH (`--no-follow`).
+    pub no_follow: bool,
     pub force: bool,
     pub shard: Shard,
     pub report: Option<PathBuf>,
@@ -173,6 +175,7 @@ pub fn run(pool: &mut Pool, opts: &RunOptions) -> Result<RunEnd, RunError> {
         out_dir: opts.out_dir.as_deref(),
         force: opts.force,
         shard: opts.shard,
+        no_follow: opts.no_follow,
     })
     .map_err(|e| RunError::Usage(e.0))?;
     for w in &found.warnings {
