@@ -169,10 +169,25 @@ pub fn make_folders(root: &Path, relative: &Path) -> io::Result<()> {
         };
         if fd < 0 {
             let e = io::Error::last_os_error();
-            return Err(match e.raw_os_error() {
-                Some(libc::ELOOP) => refused(&walked, "it is a symbolic link"),
-                Some(libc::ENOTDIR) => refused(&walked, "it is not a folder"),
-                _ => e,
+            if !matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) {
+                return Err(e);
+            }
+            // Linux says ENOTDIR for a link under O_DIRECTORY: look at the name itself.
+            // SAFETY: `stat` is plain memory that fstatat fills in.
+            let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+            let looked = unsafe {
+                libc::fstatat(
+                    dir.as_raw_fd(),
+                    c_name.as_ptr(),
+                    &mut stat,
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
+            };
+            let is_link = looked == 0 && stat.st_mode & libc::S_IFMT == libc::S_IFLNK;
+            return Err(if is_link {
+                refused(&walked, "it is a symbolic link")
+            } else {
+                refused(&walked, "it is not a folder")
             });
         }
         // SAFETY: `fd` was just opened and is owned by nothing else.
