@@ -338,6 +338,7 @@ fn unnamed_files_work() -> bool {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
 
     fn names(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(dir)
@@ -379,5 +380,38 @@ mod tests {
         new.file().write_all(b"partial").unwrap();
         new.discard();
         assert!(names(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn temporaries_are_private_until_published_with_their_final_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o7777;
+        let whole = dir.path().join(".w.0of1.etl-tmp");
+        NewFile::create(&whole).unwrap().finish().unwrap();
+        assert_eq!(mode(&whole), 0o600);
+        let named = dir.path().join(".n.0of1.etl-tmp");
+        drop(create_new(&named).unwrap());
+        assert_eq!(mode(&named), 0o600);
+        let shared = dir.path().join(".s.0of1.etl-tmp");
+        drop(open_shared_temp(&shared).unwrap());
+        assert_eq!(mode(&shared), 0o600);
+        let output = dir.path().join("s-transformed.wav");
+        publish(&shared, &output, 0o640).unwrap();
+        assert_eq!(mode(&output), 0o640);
+    }
+
+    #[test]
+    fn a_link_in_place_of_a_finished_temporary_is_never_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"victim").unwrap();
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o644)).unwrap();
+        let temp = dir.path().join(".a.0of1.etl-tmp");
+        std::os::unix::fs::symlink(&victim, &temp).unwrap();
+        let output = dir.path().join("a-transformed.wav");
+        let e = publish(&temp, &output, 0o600).unwrap_err();
+        assert!(e.to_string().ends_with("it is a symbolic link"), "{e}");
+        assert!(!output.exists());
+        assert_eq!(fs::metadata(&victim).unwrap().mode() & 0o777, 0o644);
     }
 }
