@@ -16,7 +16,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -121,28 +121,69 @@ pub fn open_shared_temp(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
-/// Gives a complete temporary its final mode and renames it to `output`. The rename replaces
-/// whatever holds the output name, a link included, and never writes through it.
-pub fn publish(temp: &Path, output: &Path, mode: u32) -> io::Result<()> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(temp)
-        .map_err(|e| symlink_refusal(temp, e))?;
+/// Gives a complete temporary its final mode and renames it to `output`, in the same folder.
+/// The rename replaces whatever holds the output name, a link included, and never writes through
+/// it. With `below`, the folder is reached from that trusted root without following a link (as
+/// [`make_folders`] made it), so a folder swapped for a link since is refused, not renamed into.
+pub fn publish(temp: &Path, output: &Path, mode: u32, below: Option<&Path>) -> io::Result<()> {
+    let dir = folder(output);
+    let dir: OwnedFd = match below.and_then(|root| Some((root, dir.strip_prefix(root).ok()?))) {
+        Some((root, relative)) => walk_folders(root, relative, false)?,
+        None => File::open(dir)?.into(),
+    };
+    let name = |p: &Path| {
+        std::ffi::CString::new(p.file_name().unwrap_or_default().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    };
+    let (temp_name, output_name) = (name(temp)?, name(output)?);
+    // SAFETY: a valid descriptor and a NUL-terminated name that outlives the call.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            temp_name.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::ELOOP) => refused(temp, "it is a symbolic link"),
+            _ => e,
+        });
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    let file = unsafe { File::from_raw_fd(fd) };
     check_ours(temp, &file.metadata()?)?;
     // SAFETY: a plain system call on an open descriptor.
     if unsafe { libc::fchmod(file.as_raw_fd(), mode as libc::mode_t) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    fs::rename(temp, output)
+    // SAFETY: as above.
+    let renamed = unsafe {
+        libc::renameat(
+            dir.as_raw_fd(),
+            temp_name.as_ptr(),
+            dir.as_raw_fd(),
+            output_name.as_ptr(),
+        )
+    };
+    if renamed != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Creates the folders of `relative` below `root`, one at a time relative to the folder above
 /// (`mkdirat`, then `openat` with `O_NOFOLLOW | O_DIRECTORY`): a symbolic link planted as one of
 /// them is refused, never followed. `root` itself is trusted (it was given on the command line).
 pub fn make_folders(root: &Path, relative: &Path) -> io::Result<()> {
-    use std::os::fd::{FromRawFd, OwnedFd};
     fs::create_dir_all(root)?;
+    walk_folders(root, relative, true).map(drop)
+}
+
+/// Opens the folder `relative` below `root` one level at a time without following a link,
+/// making the missing levels if `make`.
+fn walk_folders(root: &Path, relative: &Path, make: bool) -> io::Result<OwnedFd> {
     let mut dir: OwnedFd = File::open(root)?.into();
     let mut walked = root.to_path_buf();
     for part in relative.components() {
@@ -153,7 +194,11 @@ pub fn make_folders(root: &Path, relative: &Path) -> io::Result<()> {
         let c_name = std::ffi::CString::new(name.as_bytes())
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // SAFETY: a valid descriptor and a NUL-terminated name that outlives the calls.
-        let made = unsafe { libc::mkdirat(dir.as_raw_fd(), c_name.as_ptr(), 0o777) };
+        let made = if make {
+            unsafe { libc::mkdirat(dir.as_raw_fd(), c_name.as_ptr(), 0o777) }
+        } else {
+            0
+        };
         if made != 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() != Some(libc::EEXIST) {
@@ -193,7 +238,7 @@ pub fn make_folders(root: &Path, relative: &Path) -> io::Result<()> {
         // SAFETY: `fd` was just opened and is owned by nothing else.
         dir = unsafe { OwnedFd::from_raw_fd(fd) };
     }
-    Ok(())
+    Ok(dir)
 }
 
 /// The mode an output of `input` gets: the input's permission bits masked by the umask, as `cp`
@@ -396,7 +441,7 @@ mod tests {
         drop(open_shared_temp(&shared).unwrap());
         assert_eq!(mode(&shared), 0o600);
         let output = dir.path().join("s-transformed.wav");
-        publish(&shared, &output, 0o640).unwrap();
+        publish(&shared, &output, 0o640, None).unwrap();
         assert_eq!(mode(&output), 0o640);
     }
 
@@ -409,9 +454,34 @@ mod tests {
         let temp = dir.path().join(".a.0of1.etl-tmp");
         std::os::unix::fs::symlink(&victim, &temp).unwrap();
         let output = dir.path().join("a-transformed.wav");
-        let e = publish(&temp, &output, 0o600).unwrap_err();
+        let e = publish(&temp, &output, 0o600, None).unwrap_err();
         assert!(e.to_string().ends_with("it is a symbolic link"), "{e}");
         assert!(!output.exists());
         assert_eq!(fs::metadata(&victim).unwrap().mode() & 0o777, 0o644);
+    }
+
+    #[test]
+    fn a_folder_swapped_for_a_link_after_it_was_made_is_not_published_into() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, elsewhere) = (dir.path().join("out"), dir.path().join("elsewhere"));
+        make_folders(&root, Path::new("sub")).unwrap();
+        fs::create_dir(&elsewhere).unwrap();
+        let temp = root.join("sub/.a.0of1.etl-tmp");
+        drop(create_new(&temp).unwrap());
+        // Swapped: the temporary now sits where the link points.
+        fs::rename(
+            root.join("sub/.a.0of1.etl-tmp"),
+            elsewhere.join(".a.0of1.etl-tmp"),
+        )
+        .unwrap();
+        fs::remove_dir(root.join("sub")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, root.join("sub")).unwrap();
+        let output = root.join("sub/a-transformed.wav");
+        let e = publish(&temp, &output, 0o644, Some(&root)).unwrap_err();
+        assert!(e.to_string().ends_with("sub: it is a symbolic link"), "{e}");
+        assert!(!elsewhere.join("a-transformed.wav").exists());
+        // Without the trusted root the same call follows the link: the check is what stops it.
+        publish(&temp, &output, 0o644, None).unwrap();
+        assert!(elsewhere.join("a-transformed.wav").exists());
     }
 }

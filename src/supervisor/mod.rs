@@ -341,7 +341,7 @@ pub fn run(pool: &mut Pool, opts: &RunOptions) -> Result<RunEnd, RunError> {
         }
         // Only what is counted here gets its final name.
         let mode = output::mode_from_input(&input.path);
-        if let Err(e) = output::publish(&temp, &input.output, mode) {
+        if let Err(e) = output::publish(&temp, &input.output, mode, opts.out_dir.as_deref()) {
             return fail(state, format!("cannot rename the output into place: {}", describe_io(&e)), &mut reporter);
         }
         // The data is on disk already; only the name's durability is in question.
@@ -517,7 +517,7 @@ pub fn generate(pool: &mut Pool, opts: &GenerateOptions) -> Result<RunEnd, RunEr
         let path = &todo[c.id as usize];
         let temp = temp_path(path, TAG);
         let result = c.result.and_then(|r| r.outcome.map(|_| ())).and_then(|()| {
-            output::publish(&temp, path, output::mode_from_umask())
+            output::publish(&temp, path, output::mode_from_umask(), None)
                 .map_err(|e| format!("cannot rename the output into place: {}", describe_io(&e)))
         });
         match result {
