@@ -241,6 +241,31 @@ fn a_link_planted_at_a_lock_file_stops_the_run_before_any_work() {
 }
 
 #[test]
+fn a_fifo_or_a_folder_at_the_lock_stops_the_run_without_hanging() {
+    for kind in ["fifo", "folder"] {
+        let Some(scene) = Scene::new(Planter::Me) else {
+            return;
+        };
+        let lock = scene.sounds().join(".etl.lock");
+        let made = match kind {
+            "fifo" => std::process::Command::new("mkfifo").arg(&lock).status(),
+            _ => fs::create_dir(&lock).map(|()| std::process::ExitStatus::default()),
+        };
+        assert!(made.unwrap().success());
+        let before = names(&scene.sounds());
+        let run = scene.run(&["sounds"], &[]);
+        run.expect_code(1);
+        assert_eq!(
+            refusals(&run.stderr, "sounds/.etl.lock", "it is not a regular file"),
+            1,
+            "{kind}\n{}",
+            run.stderr
+        );
+        assert_eq!(names(&scene.sounds()), before, "{kind}: the run wrote");
+    }
+}
+
+#[test]
 fn a_link_planted_at_a_whole_files_temporary_is_refused_and_the_other_files_go_on() {
     let expected_b = reference_output("b.wav");
     for (planter, link) in variants() {

@@ -94,6 +94,10 @@ fn lock_one(path: &Path, mode: Mode) -> Result<File, LockError> {
                 path: path.to_path_buf(),
                 why: "it is a symbolic link".into(),
             },
+            Some(libc::EISDIR) => LockError::Refused {
+                path: path.to_path_buf(),
+                why: "it is not a regular file".into(),
+            },
             _ => io_err(e),
         })?;
     let meta = file.metadata().map_err(io_err)?;
