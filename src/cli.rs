@@ -133,6 +133,11 @@ pub struct RunArgs {
     /// Never draw a progress bar.
     #[arg(long)]
     pub no_progress: bool,
+
+    /// Take no symbolic link found below a PATH, to a file or to a folder (for folders other
+    /// users can write to); the PATHs themselves are still followed.
+    #[arg(long)]
+    pub no_follow: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -1,4 +1,5 @@
-//! Creating an output so that no partial file ever carries a name.
+//! Creating an output so that no partial file ever carries a name, and so that no name someone
+//! else planted is ever written through.
 //!
 //! A whole output is written into an unnamed file (`O_TMPFILE`) in its destination folder and
 //! given its temporary name only once complete: a worker killed half-way leaves nothing on disk,
@@ -6,12 +7,22 @@
 //! folder's lock. Where the filesystem has no `O_TMPFILE`, or `/proc` is missing, the file is
 //! written under its temporary name from the start. Either way the supervisor, which counts what
 //! finished, renames the temporary into place, so nothing it did not count ever has a final name.
+//!
+//! Output folders may be writable by others (an inbox, a shared volume), who can put a symbolic
+//! or hard link under any name etl is about to use. So every name is created exclusively and
+//! without following a link (`O_EXCL | O_NOFOLLOW`), a file that must already exist (the
+//! temporary shared by the parts of a split file) is used only if it is a regular file of ours
+//! with one link, and temporaries stay 0600 until [`publish`] gives them their final mode and name.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+/// The mode of temporaries: private until they are complete and named.
+const TEMP_MODE: u32 = 0o600;
 
 /// An output being written.
 pub struct NewFile {
@@ -28,6 +39,7 @@ impl NewFile {
             && let Ok(file) = OpenOptions::new()
                 .read(true)
                 .write(true)
+                .mode(TEMP_MODE)
                 .custom_flags(libc::O_TMPFILE)
                 .open(folder(temp))
         {
@@ -37,14 +49,8 @@ impl NewFile {
                 temp: temp.to_path_buf(),
             });
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(temp)?;
         Ok(NewFile {
-            file,
+            file: create_new(temp)?,
             unnamed: false,
             temp: temp.to_path_buf(),
         })
@@ -59,10 +65,10 @@ impl NewFile {
         if !self.unnamed {
             return Ok(());
         }
+        // `linkat` never follows or replaces what holds the name.
         match link(&self.file, &self.temp) {
-            // A stale temporary of ours holds the name; only our own run can have made it.
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                fs::remove_file(&self.temp)?;
+                remove_stale(&self.temp)?;
                 link(&self.file, &self.temp)
             }
             other => other,
@@ -76,6 +82,255 @@ impl NewFile {
             let _ = fs::remove_file(&self.temp);
         }
     }
+}
+
+/// Creates `path` as a new private file, never through a link: a regular file with one link
+/// already there is a temporary a killed attempt left, and is replaced; anything else is refused.
+pub fn create_new(path: &Path) -> io::Result<File> {
+    let open = || {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(TEMP_MODE)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+    };
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            remove_stale(path)?;
+            open()
+        }
+        other => other,
+    }
+}
+
+/// Opens the temporary that the parts of a split file write side by side, creating it if this
+/// part comes first. It is used only if it is a regular file of ours with one link: nothing is
+/// written before that is checked.
+pub fn open_shared_temp(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(TEMP_MODE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| symlink_refusal(path, e))?;
+    check_ours(path, &file.metadata()?)?;
+    Ok(file)
+}
+
+/// Gives a complete temporary its final mode and renames it to `output`, in the same folder.
+/// The rename replaces whatever holds the output name, a link included, and never writes through
+/// it. With `below`, the folder is reached from that trusted root without following a link (as
+/// [`make_folders`] made it), so a folder swapped for a link since is refused, not renamed into.
+pub fn publish(temp: &Path, output: &Path, mode: u32, below: Option<&Path>) -> io::Result<()> {
+    let dir = folder(output);
+    let dir: OwnedFd = match below.and_then(|root| Some((root, dir.strip_prefix(root).ok()?))) {
+        Some((root, relative)) => walk_folders(root, relative, false)?,
+        None => File::open(dir)?.into(),
+    };
+    let name = |p: &Path| {
+        std::ffi::CString::new(p.file_name().unwrap_or_default().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    };
+    let (temp_name, output_name) = (name(temp)?, name(output)?);
+    // SAFETY: a valid descriptor and a NUL-terminated name that outlives the call.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            temp_name.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::ELOOP) => refused(temp, "it is a symbolic link"),
+            _ => e,
+        });
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    let file = unsafe { File::from_raw_fd(fd) };
+    check_ours(temp, &file.metadata()?)?;
+    // SAFETY: a plain system call on an open descriptor.
+    if unsafe { libc::fchmod(file.as_raw_fd(), mode as libc::mode_t) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    let renamed = unsafe {
+        libc::renameat(
+            dir.as_raw_fd(),
+            temp_name.as_ptr(),
+            dir.as_raw_fd(),
+            output_name.as_ptr(),
+        )
+    };
+    if renamed != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Creates the folders of `relative` below `root`, one at a time relative to the folder above
+/// (`mkdirat`, then `openat` with `O_NOFOLLOW | O_DIRECTORY`): a symbolic link planted as one of
+/// them is refused, never followed. `root` itself is trusted (it was given on the command line).
+pub fn make_folders(root: &Path, relative: &Path) -> io::Result<()> {
+    fs::create_dir_all(root)?;
+    walk_folders(root, relative, true).map(drop)
+}
+
+/// Opens the folder `relative` below `root` one level at a time without following a link,
+/// making the missing levels if `make`.
+fn walk_folders(root: &Path, relative: &Path, make: bool) -> io::Result<OwnedFd> {
+    let mut dir: OwnedFd = File::open(root)?.into();
+    let mut walked = root.to_path_buf();
+    for part in relative.components() {
+        let std::path::Component::Normal(name) = part else {
+            continue;
+        };
+        walked.push(name);
+        let c_name = std::ffi::CString::new(name.as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: a valid descriptor and a NUL-terminated name that outlives the calls.
+        let made = if make {
+            unsafe { libc::mkdirat(dir.as_raw_fd(), c_name.as_ptr(), 0o777) }
+        } else {
+            0
+        };
+        if made != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(e);
+            }
+        }
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                c_name.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            if !matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) {
+                return Err(e);
+            }
+            // Linux says ENOTDIR for a link under O_DIRECTORY: look at the name itself.
+            // SAFETY: `stat` is plain memory that fstatat fills in.
+            let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+            let looked = unsafe {
+                libc::fstatat(
+                    dir.as_raw_fd(),
+                    c_name.as_ptr(),
+                    &mut stat,
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
+            };
+            let is_link = looked == 0 && stat.st_mode & libc::S_IFMT == libc::S_IFLNK;
+            return Err(if is_link {
+                refused(&walked, "it is a symbolic link")
+            } else {
+                refused(&walked, "it is not a folder")
+            });
+        }
+        // SAFETY: `fd` was just opened and is owned by nothing else.
+        dir = unsafe { OwnedFd::from_raw_fd(fd) };
+    }
+    Ok(dir)
+}
+
+/// The mode an output of `input` gets: the input's permission bits masked by the umask, as `cp`
+/// gives a copy (so never more than the input grants). 0600 if the input cannot be read.
+pub fn mode_from_input(input: &Path) -> u32 {
+    match fs::metadata(input) {
+        Ok(meta) => meta.mode() & 0o777 & !umask(),
+        Err(_) => TEMP_MODE,
+    }
+}
+
+/// The mode of a new file with no input to follow (`gen-fake-data`): 0666 masked by the umask.
+pub fn mode_from_umask() -> u32 {
+    0o666 & !umask()
+}
+
+/// This process's umask, read once.
+pub fn umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        // /proc shows it without changing it; setting it to read it back is racy with threads.
+        let from_proc = fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        });
+        from_proc.unwrap_or_else(|| {
+            // SAFETY: plain system calls; the old mask is put back at once.
+            unsafe {
+                let old = libc::umask(0o077);
+                libc::umask(old);
+                old as u32
+            }
+        })
+    })
+}
+
+/// The error that refuses to use `path`, in the words the user sees: `refusing PATH: WHY`.
+pub fn refused(path: &Path, why: &str) -> io::Error {
+    io::Error::other(format!("refusing {}: {why}", path.display()))
+}
+
+/// Why a file at a name etl is about to use or lock is not one it may write, if it is not:
+/// it must be a regular file with one link (a hard link would let a write reach another name).
+pub fn link_refusal(meta: &fs::Metadata) -> Option<String> {
+    if meta.file_type().is_symlink() {
+        Some("it is a symbolic link".into())
+    } else if !meta.file_type().is_file() {
+        Some("it is not a regular file".into())
+    } else if meta.nlink() > 1 {
+        Some(format!("it has {} links", meta.nlink()))
+    } else {
+        None
+    }
+}
+
+/// Refuses a temporary that is not a regular file of this user with one link.
+fn check_ours(path: &Path, meta: &fs::Metadata) -> io::Result<()> {
+    if let Some(why) = link_refusal(meta) {
+        return Err(refused(path, &why));
+    }
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(refused(
+            path,
+            &format!("it belongs to another user (uid {})", meta.uid()),
+        ));
+    }
+    Ok(())
+}
+
+/// Turns the `ELOOP` of an `O_NOFOLLOW` open on a symbolic link into the refusal that says so.
+fn symlink_refusal(path: &Path, e: io::Error) -> io::Error {
+    if e.raw_os_error() == Some(libc::ELOOP)
+        && fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+    {
+        refused(path, "it is a symbolic link")
+    } else {
+        e
+    }
+}
+
+/// Removes what holds a temporary name if it is what a killed attempt leaves (a regular file
+/// with one link); refuses anything else, which etl never makes. Removing a name never writes
+/// through it, but a planted link is reported rather than silently cleared.
+fn remove_stale(path: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(path)?;
+    if let Some(why) = link_refusal(&meta) {
+        return Err(refused(path, &why));
+    }
+    fs::remove_file(path)
 }
 
 /// The folder a path is in, `.` for a bare name.
@@ -95,7 +350,6 @@ pub fn sync_folder(path: &Path) -> io::Result<()> {
 /// `AT_EMPTY_PATH` would need CAP_DAC_READ_SEARCH).
 fn link(file: &File, name: &Path) -> io::Result<()> {
     use std::ffi::CString;
-    use std::os::fd::AsRawFd;
     let from = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd())).expect("no NUL");
     let to = CString::new(name.as_os_str().as_bytes())
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
@@ -129,6 +383,7 @@ fn unnamed_files_work() -> bool {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
 
     fn names(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(dir)
@@ -170,5 +425,63 @@ mod tests {
         new.file().write_all(b"partial").unwrap();
         new.discard();
         assert!(names(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn temporaries_are_private_until_published_with_their_final_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o7777;
+        let whole = dir.path().join(".w.0of1.etl-tmp");
+        NewFile::create(&whole).unwrap().finish().unwrap();
+        assert_eq!(mode(&whole), 0o600);
+        let named = dir.path().join(".n.0of1.etl-tmp");
+        drop(create_new(&named).unwrap());
+        assert_eq!(mode(&named), 0o600);
+        let shared = dir.path().join(".s.0of1.etl-tmp");
+        drop(open_shared_temp(&shared).unwrap());
+        assert_eq!(mode(&shared), 0o600);
+        let output = dir.path().join("s-transformed.wav");
+        publish(&shared, &output, 0o640, None).unwrap();
+        assert_eq!(mode(&output), 0o640);
+    }
+
+    #[test]
+    fn a_link_in_place_of_a_finished_temporary_is_never_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"victim").unwrap();
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o644)).unwrap();
+        let temp = dir.path().join(".a.0of1.etl-tmp");
+        std::os::unix::fs::symlink(&victim, &temp).unwrap();
+        let output = dir.path().join("a-transformed.wav");
+        let e = publish(&temp, &output, 0o600, None).unwrap_err();
+        assert!(e.to_string().ends_with("it is a symbolic link"), "{e}");
+        assert!(!output.exists());
+        assert_eq!(fs::metadata(&victim).unwrap().mode() & 0o777, 0o644);
+    }
+
+    #[test]
+    fn a_folder_swapped_for_a_link_after_it_was_made_is_not_published_into() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, elsewhere) = (dir.path().join("out"), dir.path().join("elsewhere"));
+        make_folders(&root, Path::new("sub")).unwrap();
+        fs::create_dir(&elsewhere).unwrap();
+        let temp = root.join("sub/.a.0of1.etl-tmp");
+        drop(create_new(&temp).unwrap());
+        // Swapped: the temporary now sits where the link points.
+        fs::rename(
+            root.join("sub/.a.0of1.etl-tmp"),
+            elsewhere.join(".a.0of1.etl-tmp"),
+        )
+        .unwrap();
+        fs::remove_dir(root.join("sub")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, root.join("sub")).unwrap();
+        let output = root.join("sub/a-transformed.wav");
+        let e = publish(&temp, &output, 0o644, Some(&root)).unwrap_err();
+        assert!(e.to_string().ends_with("sub: it is a symbolic link"), "{e}");
+        assert!(!elsewhere.join("a-transformed.wav").exists());
+        // Without the trusted root the same call follows the link: the check is what stops it.
+        publish(&temp, &output, 0o644, None).unwrap();
+        assert!(elsewhere.join("a-transformed.wav").exists());
     }
 }

@@ -1,6 +1,5 @@
 //! Test tones: a sine at a given frequency and amplitude, the same on every channel.
 
-use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
@@ -29,7 +28,7 @@ pub fn write(path: &Path, tone: &Tone) -> io::Result<()> {
     let data_len = frames * layout.frame_bytes();
     let header = wav::header(&wav::fmt_chunk_for(layout), data_len)
         .map_err(|e| io::Error::other(e.to_string()))?;
-    let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    let mut out = BufWriter::with_capacity(1 << 20, super::output::create_new(path)?);
     out.write_all(&header)?;
 
     const BLOCK_FRAMES: u64 = 16384;

@@ -12,7 +12,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
-use super::output::NewFile;
+use super::output::{self, NewFile};
 use super::wav::{self, WavError, WavInfo};
 use super::{describe_io, kernel, noise};
 
@@ -129,12 +129,7 @@ pub fn transform(req: &Request) -> Result<Stats, TransformError> {
 
     let header = wav::header(&info.fmt_chunk, info.data_len)?;
     if req.parts > 1 {
-        let output = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(req.temp_output)
-            .map_err(TransformError::Output)?;
+        let output = output::open_shared_temp(req.temp_output).map_err(TransformError::Output)?;
         return write(req, &input, &info, sigma, &header, &output);
     }
     let new = NewFile::create(req.temp_output).map_err(TransformError::Output)?;

@@ -3,8 +3,9 @@
 //!
 //! A PATH is a file or a folder. In a folder, every `*.wav` (any case) is an input, except hidden
 //! files and our own `*-transformed.wav` outputs; `-r` descends into sub-folders, following
-//! symbolic links but never the same folder twice. Each input has a relative path (to the PATH it
-//! was found under): its noise seed and its shard are derived from it, and `--out-dir` mirrors it.
+//! symbolic links (unless `--no-follow`) but never the same folder twice. Each input has a
+//! relative path (to the PATH it was found under): its noise seed and its shard are derived from
+//! it, and `--out-dir` mirrors it.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -106,6 +107,8 @@ pub struct Options<'a> {
     pub out_dir: Option<&'a Path>,
     pub force: bool,
     pub shard: Shard,
+    /// Below a PATH, take no symbolic link, to a file or to a folder (`--no-follow`).
+    pub no_follow: bool,
 }
 
 /// A usage error: a PATH that does not exist or cannot be read at all.
@@ -211,6 +214,10 @@ fn walk(
         }
         let path = dir.join(&name);
         let rel = relative.join(&name);
+        if opts.no_follow && fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            not_followed(opts, path, rel, &name, found);
+            continue;
+        }
         // Follow symbolic links; a dangling one is reported if it looks like an input.
         let meta = match fs::metadata(&path) {
             Ok(m) => m,
@@ -239,6 +246,20 @@ fn walk(
             continue;
         }
         add_input(opts, path, rel, meta.len(), plan_for(&meta), found);
+    }
+}
+
+/// `--no-follow`: a symbolic link named like an input is skipped, and one to a folder that `-r`
+/// would enter is reported, both saying why; other links are ignored like other non-inputs.
+fn not_followed(opts: &Options, path: PathBuf, rel: PathBuf, name: &OsStr, found: &mut Discovery) {
+    if is_input_name(name) {
+        let why = "a symbolic link, not followed (--no-follow)".to_string();
+        add_input(opts, path, rel, 0, Plan::Skip(why), found);
+    } else if opts.recursive && fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
+        found.warnings.push(format!(
+            "{}: skipped: a symbolic link to a folder, not followed (--no-follow)",
+            path.display()
+        ));
     }
 }
 

@@ -5,13 +5,22 @@
 //! run side by side, but never beside an unsharded run of the same folder) and its own
 //! `.etl-shard-IofN.lock` exclusively. An exclusive holder writes its pid into the file only so
 //! that a second run can name it; shared holders empty it.
+//!
+//! The output folder may be writable by others, so the lock file is opened without following a
+//! symbolic link and used only if it is a regular file with one link: a link planted there would
+//! otherwise have the run truncate and write another file. Anything else stops the run before
+//! it has done any work. The file is created not world-writable (0664 masked by the umask), so
+//! users who share a group, and a umask of 002, share the lock as before.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::discover::Shard;
 use crate::etl::describe_io;
+use crate::etl::output::link_refusal;
 
 pub struct RunLock {
     _files: Vec<File>,
@@ -22,6 +31,11 @@ pub enum LockError {
     Held {
         path: PathBuf,
         holder: String,
+    },
+    /// The name holds something the run must not write through (a link, a folder...): exit 1.
+    Refused {
+        path: PathBuf,
+        why: String,
     },
     Io {
         path: PathBuf,
@@ -71,8 +85,33 @@ fn lock_one(path: &Path, mode: Mode) -> Result<File, LockError> {
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o664)
+        // O_NONBLOCK: a FIFO planted at the name must not hang the open.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
-        .map_err(io_err)?;
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => LockError::Refused {
+                path: path.to_path_buf(),
+                why: "it is a symbolic link".into(),
+            },
+            Some(libc::EISDIR) => LockError::Refused {
+                path: path.to_path_buf(),
+                why: "it is not a regular file".into(),
+            },
+            _ => io_err(e),
+        })?;
+    let meta = file.metadata().map_err(io_err)?;
+    if let Some(why) = link_refusal(&meta) {
+        return Err(LockError::Refused {
+            path: path.to_path_buf(),
+            why,
+        });
+    }
+    // A lock file made world-writable by an older version: tighten it if it is ours.
+    // SAFETY: geteuid cannot fail; fchmod is a plain call on an open descriptor.
+    if meta.mode() & 0o002 != 0 && meta.uid() == unsafe { libc::geteuid() } {
+        unsafe { libc::fchmod(file.as_raw_fd(), (meta.mode() & 0o775) as libc::mode_t) };
+    }
     let taken = match mode {
         Mode::Exclusive => file.try_lock(),
         Mode::Shared => file.try_lock_shared(),

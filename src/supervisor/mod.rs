@@ -35,6 +35,8 @@ pub struct RunOptions {
     pub seed: Option<u64>,
     pub out_dir: Option<PathBuf>,
     pub recursive: bool,
+    /// Take no symbolic link found below a PATH (`--no-follow`).
+    pub no_follow: bool,
     pub force: bool,
     pub shard: Shard,
     pub report: Option<PathBuf>,
@@ -88,6 +90,9 @@ fn lock_error(e: lock::LockError) -> RunError {
             "{} is held by {holder}: another run is working on this folder",
             path.display()
         )),
+        lock::LockError::Refused { path, why } => {
+            RunError::Fatal(format!("refusing {}: {why}", path.display()))
+        }
         lock::LockError::Io { path, cause } => {
             RunError::Fatal(format!("cannot take the lock {}: {cause}", path.display()))
         }
@@ -103,6 +108,9 @@ fn temp_path(output: &Path, tag: &str) -> PathBuf {
 
 /// Removes temporary files with our own names for `tag` that a killed run left in `dirs`.
 /// Only called while holding the lock for that tag, so none of them belongs to a live run.
+/// What a killed run leaves is a regular file with one link; anything else under such a name
+/// (a symbolic or hard link) was planted by someone else and is left for the file that needs
+/// the name to refuse, so that the run says so.
 fn sweep(dirs: &HashSet<PathBuf>, tag: &str) {
     let suffix = format!(".{tag}{TEMP_SUFFIX}");
     for dir in dirs {
@@ -112,18 +120,38 @@ fn sweep(dirs: &HashSet<PathBuf>, tag: &str) {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with('.') && name.ends_with(&suffix) {
-                let path = entry.path();
-                match fs::remove_file(&path) {
-                    Ok(()) => {
-                        tracing::info!("removed {} left by an interrupted run", path.display())
-                    }
-                    Err(e) => {
-                        tracing::warn!("cannot remove {}: {}", path.display(), describe_io(&e))
-                    }
+            if !(name.starts_with('.') && name.ends_with(&suffix)) {
+                continue;
+            }
+            let path = entry.path();
+            let planted = fs::symlink_metadata(&path)
+                .ok()
+                .and_then(|m| output::link_refusal(&m));
+            if let Some(why) = planted {
+                tracing::warn!(
+                    "{}: not removed: {why}, which etl never makes",
+                    path.display()
+                );
+                continue;
+            }
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::info!("removed {} left by an interrupted run", path.display())
+                }
+                Err(e) => {
+                    tracing::warn!("cannot remove {}: {}", path.display(), describe_io(&e))
                 }
             }
         }
+    }
+}
+
+/// Makes the folder an output goes into. Under `--out-dir` the folders below it are made one at
+/// a time without following links ([`output::make_folders`]); beside the inputs the folder exists.
+fn make_output_folder(dir: &Path, out_dir: Option<&Path>) -> std::io::Result<()> {
+    match out_dir.and_then(|root| Some((root, dir.strip_prefix(root).ok()?))) {
+        Some((root, relative)) => output::make_folders(root, relative),
+        None => fs::create_dir_all(dir),
     }
 }
 
@@ -147,6 +175,7 @@ pub fn run(pool: &mut Pool, opts: &RunOptions) -> Result<RunEnd, RunError> {
         out_dir: opts.out_dir.as_deref(),
         force: opts.force,
         shard: opts.shard,
+        no_follow: opts.no_follow,
     })
     .map_err(|e| RunError::Usage(e.0))?;
     for w in &found.warnings {
@@ -183,7 +212,6 @@ pub fn run(pool: &mut Pool, opts: &RunOptions) -> Result<RunEnd, RunError> {
         .map(|i| output::folder(&i.output).to_path_buf())
         .chain(found.output_roots.iter().cloned())
         .collect();
-    sweep(&out_dirs, &tag);
 
     let seed = opts.seed.unwrap_or_else(rand::random);
     if opts.seed.is_none() {
@@ -198,13 +226,16 @@ pub fn run(pool: &mut Pool, opts: &RunOptions) -> Result<RunEnd, RunError> {
     let mut states: Vec<Option<FileState>> = Vec::with_capacity(inputs.len());
     let mut parts: Vec<(usize, u32, u32, u64)> = Vec::new();
     let mut made_dirs: HashSet<PathBuf> = HashSet::new();
+    let mut refused_dirs: HashSet<PathBuf> = HashSet::new();
     for (i, input) in inputs.iter().enumerate() {
         let mut plan = input.status.clone();
         let dir = output::folder(&input.output).to_path_buf();
         if plan == Plan::Transform
             && !made_dirs.contains(&dir)
-            && let Err(e) = fs::create_dir_all(&dir).map(|()| made_dirs.insert(dir))
+            && let Err(e) = make_output_folder(&dir, opts.out_dir.as_deref())
+                .map(|()| made_dirs.insert(dir.clone()))
         {
+            refused_dirs.insert(dir);
             plan = Plan::Fail(format!(
                 "cannot create the output folder: {}",
                 describe_io(&e)
@@ -242,6 +273,12 @@ pub fn run(pool: &mut Pool, opts: &RunOptions) -> Result<RunEnd, RunError> {
         states.resize_with(i + 1, || None);
     }
     parts.sort_by_key(|p| std::cmp::Reverse(p.3));
+    // Swept only now that the folders are checked: never through a link planted as one of them.
+    let out_dirs: HashSet<PathBuf> = out_dirs
+        .into_iter()
+        .filter(|d| !refused_dirs.contains(d))
+        .collect();
+    sweep(&out_dirs, &tag);
 
     let tasks: Vec<Task> = parts
         .iter()
@@ -303,7 +340,8 @@ pub fn run(pool: &mut Pool, opts: &RunOptions) -> Result<RunEnd, RunError> {
             return;
         }
         // Only what is counted here gets its final name.
-        if let Err(e) = fs::rename(&temp, &input.output) {
+        let mode = output::mode_from_input(&input.path);
+        if let Err(e) = output::publish(&temp, &input.output, mode, opts.out_dir.as_deref()) {
             return fail(state, format!("cannot rename the output into place: {}", describe_io(&e)), &mut reporter);
         }
         // The data is on disk already; only the name's durability is in question.
@@ -479,7 +517,7 @@ pub fn generate(pool: &mut Pool, opts: &GenerateOptions) -> Result<RunEnd, RunEr
         let path = &todo[c.id as usize];
         let temp = temp_path(path, TAG);
         let result = c.result.and_then(|r| r.outcome.map(|_| ())).and_then(|()| {
-            fs::rename(&temp, path)
+            output::publish(&temp, path, output::mode_from_umask(), None)
                 .map_err(|e| format!("cannot rename the output into place: {}", describe_io(&e)))
         });
         match result {

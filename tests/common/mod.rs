@@ -608,3 +608,44 @@ pub fn have_scipy() -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Users and umasks
+// ---------------------------------------------------------------------------------------------
+
+/// The `etl` binary as a plain command whose process starts with `umask` (set between fork and
+/// exec, as a shell's `umask 077; exec etl` would).
+pub fn etl_with_umask(umask: u32) -> std::process::Command {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("etl"));
+    cmd.env_remove("RUST_LOG").env("NO_COLOR", "1");
+    // SAFETY: umask is async-signal-safe and touches nothing but the child's own mask.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::umask(umask as libc::mode_t);
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// The uid and gid of `nobody`, which tests that need an unprivileged user run as.
+pub const NOBODY: u32 = 65534;
+
+/// `PROGRAM ARGS` run as `nobody` through `setpriv`, when this process is root and setpriv
+/// works; `None` (the caller prints why it skips) otherwise.
+pub fn as_nobody(program: &str, args: &[&str]) -> Option<std::process::Command> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let mut probe = std::process::Command::new("setpriv");
+    probe.args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"]);
+    if !probe.status().is_ok_and(|s| s.success()) {
+        return None;
+    }
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", program]);
+    cmd.args(args);
+    Some(cmd)
+}
