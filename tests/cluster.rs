@@ -1,13 +1,15 @@
-//! deploy/slurm-array.sh on a real Slurm cluster: one node on 127.0.0.1 (munged, slurmctld and
-//! slurmd from Debian's packages, every file of theirs in a temp dir), with the shipped script
-//! submitted as its README tells a user to (SOUNDS, sbatch options). It checks what a user of a
-//! cluster relies on: N tasks write the bytes of one run, a cancelled task leaves nothing
-//! half-written and a resubmit of that task alone completes the folder, a task whose shard is
-//! locked exits 75 without disturbing the others, and a task outside the shard count is refused.
+//! The cluster deploy files, checked by the real tools: deploy/k8s-indexed-job.yaml against the
+//! Kubernetes API schemas (kubernetes-validate), and deploy/slurm-array.sh on a real Slurm
+//! cluster: one node on 127.0.0.1 (munged, slurmctld and slurmd from Debian's packages, every file
+//! of theirs in a temp dir), with the shipped script submitted as its README tells a user to
+//! (SOUNDS, sbatch options). It checks what a user of a cluster relies on: N tasks write the bytes
+//! of one run, a cancelled task leaves nothing half-written and a resubmit of that task alone
+//! completes the folder, a task whose shard is locked exits 75 without disturbing the others, and
+//! a task outside the shard count is refused.
 //!
-//! Needs root and the packages slurmctld, slurmd, slurm-client and munge (`.ci/run` installs
-//! them). Without them the test says so on one line and passes, except under CI=true, where it
-//! fails: CI must run it.
+//! The Slurm test needs root and the packages slurmctld, slurmd, slurm-client and munge, the
+//! schema check the PyPI package kubernetes-validate (`.ci/run` installs them). Without them a
+//! test says so on one line and passes, except under CI=true, where it fails: CI must run them.
 
 mod common;
 
@@ -809,4 +811,44 @@ fn slurm_script_resubmits_one_task_on_its_own_shard_and_refuses_other_counts() {
     let done = s["ok"].as_u64().unwrap();
     assert!(done < 8, "one shard, not the folder: {s}");
     assert_eq!(outputs_and_temps(&sounds).0 as u64, done);
+}
+
+// ---------------------------------------------------------------------------------------------
+// deploy/k8s-indexed-job.yaml against the Kubernetes API schemas
+// ---------------------------------------------------------------------------------------------
+
+/// `kubernetes-validate --strict` (from PyPI, schemas included, offline) against the oldest
+/// version the Job says it needs and against the newest the package ships (its default).
+#[test]
+fn k8s_indexed_job_validates_against_the_1_29_and_newest_schemas() {
+    let yaml = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/k8s-indexed-job.yaml");
+    if Command::new("kubernetes-validate")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI must run the Kubernetes schema check, but kubernetes-validate is not installed"
+        );
+        eprintln!(
+            "note: kubernetes schema check skipped: kubernetes-validate is not installed (pip install kubernetes-validate)"
+        );
+        return;
+    }
+    for version in [Some("1.29"), None] {
+        let mut cmd = Command::new("kubernetes-validate");
+        cmd.arg("--strict");
+        if let Some(v) = version {
+            cmd.args(["-k", v]);
+        }
+        let out = run(cmd.arg(&yaml));
+        let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "kubernetes-validate {version:?}: {said}"
+        );
+        assert!(said.contains("passed"), "{said}");
+        eprintln!("k8s: {}", said.trim());
+    }
 }
