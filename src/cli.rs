@@ -53,6 +53,9 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print the manual page etl(1), in roff, from these definitions (for packaging).
+    #[command(hide = true)]
+    Man,
     /// How the supervisor starts its workers (internal).
     #[command(hide = true)]
     Worker {
