@@ -82,7 +82,7 @@ fn cluster_or_skip() -> Option<Cluster> {
             std::env::var("CI").as_deref() != Ok("true"),
             "CI must run the Slurm test, but {why}"
         );
-        eprintln!("note: slurm test skipped: {why}");
+        say(&format!("note: slurm test skipped: {why}"));
         return None;
     }
     Some(Cluster::start())
@@ -97,11 +97,23 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The short host name, which slurmctld and slurmd compare with the configured names.
 fn hostname() -> String {
-    let out = run(Command::new("hostname").arg("-s"));
-    let name = text(&out.stdout).trim().to_string();
-    assert!(!name.is_empty(), "hostname -s printed nothing");
+    let full = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let name = full
+        .trim()
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!name.is_empty(), "the host has no name");
     name
+}
+
+/// One line on stderr that shows even when the test passes: libtest captures only the print
+/// macros, and CI's log must show that the cluster really ran (or why it did not).
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 fn sbin(program: &str) -> PathBuf {
@@ -365,7 +377,7 @@ PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP
     }
 
     /// Stops the daemons by their pids, the last started first, and reaps them.
-    fn stop(&mut self) -> Vec<(&'static str, ExitStatus)> {
+    fn stop(&mut self) -> Vec<(&'static str, u32, ExitStatus)> {
         // Jobs still running (after a failed assertion) end with the cluster.
         if !self.daemons.is_empty() {
             let _ = self
@@ -390,7 +402,7 @@ PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP
                 }
                 std::thread::sleep(Duration::from_millis(50));
             };
-            stopped.push((name, status));
+            stopped.push((name, child.id(), status));
         }
         stopped
     }
@@ -575,11 +587,11 @@ fn slurm_array_on_a_one_node_cluster() {
         assert_eq!(s["shard"], format!("{i}/{shards}"), "{s}");
     }
     let outputs = compare_with_reference(&sounds, &reference);
-    eprintln!(
+    say(&format!(
         "slurm: job {job}: {} array tasks: {}; cmp with one unsharded run: {outputs} of {outputs} outputs identical",
         tasks.len(),
         describe(&tasks)
-    );
+    ));
 
     // 2. Tasks outside the shard count are refused before any work, the whole array with them.
     let (sounds, reference) = folder_and_reference(root, "big", "1200", "0.5");
@@ -605,7 +617,7 @@ fn slurm_array_on_a_one_node_cluster() {
         "a refused task does nothing"
     );
     assert!(!jobdir.join("reports").exists());
-    eprintln!("slurm: job {job} ({bad}): {}", describe(&tasks));
+    say(&format!("slurm: job {job} ({bad}): {}", describe(&tasks)));
 
     // 3. Shard 2's lock is held (another run of it) and task 1 is cancelled mid-run.
     let (locked, cancelled) = (2, 1);
@@ -621,10 +633,10 @@ fn slurm_array_on_a_one_node_cluster() {
     let out = run(cluster.slurm("scancel").arg(format!("{job}_{cancelled}")));
     assert!(out.status.success(), "scancel: {}", text(&out.stderr));
     let tasks = cluster.wait_job(&job);
-    eprintln!(
+    say(&format!(
         "slurm: job {job}, shard {locked} locked, task {cancelled} cancelled: {}",
         describe(&tasks)
-    );
+    ));
     let want: Vec<(String, &str, &str)> = (0..shards)
         .map(|i| match i {
             i if i == locked => (i.to_string(), "FAILED", "75:0"),
@@ -641,10 +653,10 @@ fn slurm_array_on_a_one_node_cluster() {
         "task {cancelled} was cancelled mid-run, with files left: {s}"
     );
     assert_eq!(s["jobs"], 2, "-j follows --cpus-per-task: {s}");
-    eprintln!(
+    say(&format!(
         "slurm: task {cancelled} was cancelled after {} files, {} not run, no temporary file left",
         s["ok"], s["not_run"]
-    );
+    ));
     let log = fs::read_to_string(jobdir.join(format!("etl-{job}_{locked}.out"))).unwrap();
     assert!(log.contains("is held by"), "{log}");
     assert!(
@@ -696,10 +708,10 @@ fn slurm_array_on_a_one_node_cluster() {
         s["skipped"].as_u64().unwrap() > 0,
         "finished outputs are skipped: {s}"
     );
-    eprintln!(
+    say(&format!(
         "slurm: job {job} (--array={cancelled}): {}",
         describe(&tasks)
-    );
+    ));
     drop(lock);
     let job = cluster.submit(
         &jobdir,
@@ -710,20 +722,25 @@ fn slurm_array_on_a_one_node_cluster() {
     let id = locked.to_string();
     expect_tasks(&tasks, &[(&id, "COMPLETED", "0:0")], &jobdir, &job);
     let outputs = compare_with_reference(&sounds, &reference);
-    eprintln!(
+    say(&format!(
         "slurm: job {job} (--array={locked}): {}; cmp with one unsharded run: {outputs} of {outputs} outputs identical",
         describe(&tasks)
-    );
+    ));
 
     // 5. The daemons stop on SIGTERM, by their pids, and are reaped.
     let stopped = cluster.stop();
-    let names: Vec<&str> = stopped.iter().map(|(name, _)| *name).collect();
+    let names: Vec<&str> = stopped.iter().map(|(name, ..)| *name).collect();
     assert_eq!(names, ["slurmd", "slurmctld", "munged"]);
-    eprintln!(
-        "slurm: daemons stopped ({stopped:?}); cluster up in {:.1}s, whole test {:.1}s",
+    let stopped: Vec<String> = stopped
+        .iter()
+        .map(|(name, pid, status)| format!("{name} (pid {pid}, {status})"))
+        .collect();
+    say(&format!(
+        "slurm: stopped {}; cluster up in {:.1}s, whole test {:.1}s",
+        stopped.join(", "),
         up.as_secs_f64(),
         started.elapsed().as_secs_f64()
-    );
+    ));
 }
 
 /// The script as one array task of a submission, without Slurm: `task` and `last` are what
@@ -831,8 +848,8 @@ fn k8s_indexed_job_validates_against_the_1_29_and_newest_schemas() {
             std::env::var("CI").as_deref() != Ok("true"),
             "CI must run the Kubernetes schema check, but kubernetes-validate is not installed"
         );
-        eprintln!(
-            "note: kubernetes schema check skipped: kubernetes-validate is not installed (pip install kubernetes-validate)"
+        say(
+            "note: kubernetes schema check skipped: kubernetes-validate is not installed (pip install kubernetes-validate)",
         );
         return;
     }
@@ -849,6 +866,6 @@ fn k8s_indexed_job_validates_against_the_1_29_and_newest_schemas() {
             "kubernetes-validate {version:?}: {said}"
         );
         assert!(said.contains("passed"), "{said}");
-        eprintln!("k8s: {}", said.trim());
+        say(&format!("k8s: {}", said.trim()));
     }
 }
