@@ -1170,7 +1170,10 @@ fn slurm_array_script_is_valid_bash_and_its_tasks_cover_the_folder() {
         .find_map(|l| l.strip_prefix("#SBATCH --array=0-"))
         .expect("#SBATCH --array=0-N");
     let tasks: u32 = array.trim().parse::<u32>().unwrap() + 1;
-    assert!(body.contains("--shard \"$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT\""));
+    assert!(
+        body.contains(&format!("\nSHARDS={tasks}\n")),
+        "SHARDS matches --array"
+    );
 
     // Each array task as Slurm would start it: same script, its own task id.
     let tmp = tempfile::tempdir().unwrap();
@@ -1185,7 +1188,7 @@ fn slurm_array_script_is_valid_bash_and_its_tasks_cover_the_folder() {
             .env("PATH", path_with_etl())
             .env("SOUNDS", &sounds)
             .env("SLURM_ARRAY_TASK_ID", id.to_string())
-            .env("SLURM_ARRAY_TASK_COUNT", tasks.to_string())
+            .env("SLURM_ARRAY_TASK_MAX", (tasks - 1).to_string())
             .env("SLURM_CPUS_PER_TASK", "1")
             .env_remove("RUST_LOG"));
         expect_code(&out, 0);

@@ -121,6 +121,15 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut cmd, "etl", &mut std::io::stdout());
             Exit::Ok
         }
+        Command::Man => match audio_etl::cli::man_page()
+            .and_then(|page| std::io::Write::write_all(&mut std::io::stdout().lock(), &page))
+        {
+            Ok(()) => Exit::Ok,
+            Err(e) => {
+                tracing::error!("cannot write the manual page: {e}");
+                Exit::Failed
+            }
+        },
         Command::Worker { .. } => unreachable!("handled above"),
     };
     ExitCode::from(exit as u8)
