@@ -133,6 +133,11 @@ pub struct RunArgs {
     /// Never draw a progress bar.
     #[arg(long)]
     pub no_progress: bool,
+
+    /// Skip files modified less than this long ago (1s, 500ms, 2m) as still being written; 0 takes
+    /// every file.
+    #[arg(long, default_value = "1s", value_parser = duration, value_name = "DURATION")]
+    pub settle: Duration,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -277,6 +282,14 @@ fn unit_interval(s: &str) -> Result<f64, String> {
     } else {
         Err(format!("{s} is outside 0 to 1"))
     }
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration such as 1s, 500ms or 2m: {e}"))
 }
 
 fn positive_duration(s: &str) -> Result<Duration, String> {

@@ -71,6 +71,8 @@ fn main() -> ExitCode {
                 progress: progress && !args.no_progress,
                 fsync: !args.no_fsync,
                 jobs,
+                settle: args.settle,
+                retries: args.retries,
             };
             conclude(supervisor::run(&mut pool, &opts))
         }
@@ -103,6 +105,9 @@ fn main() -> ExitCode {
                         progress,
                         fsync: true,
                         jobs: jobs(args.tone.jobs),
+                        // The demo made these files itself, just now, and finished them.
+                        settle: std::time::Duration::ZERO,
+                        retries: 1,
                     };
                     conclude(supervisor::run(&mut pool, &opts))
                 }

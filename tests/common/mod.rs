@@ -171,6 +171,7 @@ pub fn gen_fake_data(dir: &Path, args: &[&str]) -> Run {
     all.extend_from_slice(args);
     let run = etl_in(dir.parent().unwrap_or(Path::new(".")), &all);
     run.expect_code(0);
+    settle(dir);
     run
 }
 
@@ -274,6 +275,7 @@ pub fn write_wav(path: &Path, spec: hound::WavSpec, samples: &[f64]) {
         }
     }
     w.finalize().unwrap();
+    settle(path);
 }
 
 pub fn spec(channels: u16, sample_rate: u32, bits: u16, float: bool) -> hound::WavSpec {
@@ -547,6 +549,22 @@ pub fn set_mtime(path: &Path, secs: i64) {
         .unwrap()
         .set_modified(t)
         .unwrap();
+}
+
+/// How long ago [`settle`] dates files: well beyond `etl run`'s default `--settle` of 1s.
+pub const SETTLED_SECS: i64 = 5;
+
+/// Dates the inputs at `path` (a file, or every input below a folder) [`SETTLED_SECS`] back, as
+/// files written a while before the run: `etl run` skips files modified in the last second as
+/// still being written. Outputs (`*-transformed.wav`) keep their time.
+pub fn settle(path: &Path) {
+    if path.is_dir() {
+        for entry in fs::read_dir(path).unwrap().flatten() {
+            settle(&entry.path());
+        }
+    } else if path.is_file() && !path.to_string_lossy().ends_with("-transformed.wav") {
+        set_mtime(path, -SETTLED_SECS);
+    }
 }
 
 /// The temporary outputs (`*.etl-tmp`) in `dir`, by name.
