@@ -227,7 +227,9 @@ fn init_logging(level: &str, format: LogFormat) {
             .fmt_fields(tracing_subscriber::fmt::format::debug_fn(
                 |w, field, value| {
                     if field.name() == "message" {
-                        write!(w, "{value:?}")
+                        // One event, one line, whatever the names in it hold.
+                        let text = format!("{value:?}");
+                        write!(w, "{}", audio_etl::supervisor::report::escape_text(&text))
                     } else {
                         Ok(())
                     }

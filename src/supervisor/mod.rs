@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use discover::{Discovery, Input, Plan, Shard};
 use pool::{Completion, Pool, PoolEnd, Task};
-use report::{Counts, FileRecord, Reporter, Status};
+use report::{Counts, FileRecord, Reporter, Status, escape_name, escape_text};
 
 use crate::etl::describe_io;
 use crate::etl::identity::{self, InputIdentity, Planned};
@@ -215,6 +215,8 @@ pub fn run(pool: &mut Pool, opts: &RunOptions) -> Result<RunEnd, RunError> {
     let out_dirs: HashSet<PathBuf> = found
         .inputs
         .iter()
+        // A folder that could not be read has no output of its own.
+        .filter(|i| i.output != i.path)
         .map(|i| output::folder(&i.output).to_path_buf())
         .chain(found.output_roots.iter().cloned())
         .collect();
@@ -534,17 +536,17 @@ fn dry_run(inputs: &[Input]) -> RunEnd {
                 counts.ok += 1;
                 format!(
                     "transform {} -> {}",
-                    input.path.display(),
-                    input.output.display()
+                    escape_name(&input.path),
+                    escape_name(&input.output)
                 )
             }
             Plan::Skip(why) => {
                 counts.skipped += 1;
-                format!("skip {}: {why}", input.path.display())
+                format!("skip {}: {}", escape_name(&input.path), escape_text(why))
             }
             Plan::Fail(why) => {
                 counts.failed += 1;
-                format!("fail {}: {why}", input.path.display())
+                format!("fail {}: {}", escape_name(&input.path), escape_text(why))
             }
         };
         let _ = writeln!(out, "{line}");

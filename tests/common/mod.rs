@@ -562,7 +562,11 @@ pub fn settle(path: &Path) {
         for entry in fs::read_dir(path).unwrap().flatten() {
             settle(&entry.path());
         }
-    } else if path.is_file() && !path.to_string_lossy().ends_with("-transformed.wav") {
+    } else if path.is_file()
+        && !path.to_string_lossy().ends_with("-transformed.wav")
+        // Only files just written: one dated already keeps its time.
+        && mtime(path) > SystemTime::now() - Duration::from_secs(2)
+    {
         set_mtime(path, -SETTLED_SECS);
     }
 }
