@@ -523,7 +523,20 @@ fn split_count(size: u64, opts: &RunOptions) -> u32 {
     if opts.jobs < 2 || matches!(opts.level, NoiseLevel::SnrDb(_)) {
         return 1;
     }
-    size.div_ceil(SPLIT_BYTES).clamp(1, 4096) as u32
+    size.div_ceil(split_bytes()).clamp(1, 4096) as u32
+}
+
+/// [`SPLIT_BYTES`], unless `ETL_SPLIT_BYTES` sets another size: small files can then be split,
+/// to exercise splitting without writing hundreds of megabytes.
+fn split_bytes() -> u64 {
+    static BYTES: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *BYTES.get_or_init(|| {
+        std::env::var("ETL_SPLIT_BYTES")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .filter(|&b: &u64| b > 0)
+            .unwrap_or(SPLIT_BYTES)
+    })
 }
 
 /// `--dry-run`: say what would happen, write nothing.
