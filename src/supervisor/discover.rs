@@ -135,6 +135,12 @@ pub fn discover(opts: &Options) -> Result<Discovery, MissingPath> {
             }
         };
         if meta.is_dir() {
+            // A folder that cannot be listed gets no output (nor a lock) of its own.
+            if let Err(e) = fs::read_dir(root) {
+                let why = format!("cannot list folder: {}", describe_io(&e));
+                add_unreadable(root.clone(), why, &mut found);
+                continue;
+            }
             let out_root = opts.out_dir.unwrap_or(root).to_path_buf();
             push_unique(&mut found.output_roots, out_root);
             let mut visited = HashSet::new();

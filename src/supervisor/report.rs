@@ -263,14 +263,14 @@ impl Reporter {
                 tracing::info!(
                     file = %record.input.display(),
                     "{}: skipped: {}",
-                    record.input.display(),
+                    escape_name(&record.input),
                     record.error.as_deref().unwrap_or("")
                 );
             }
             Status::Failed => {
                 self.counts.failed += 1;
                 let cause = record.error.as_deref().unwrap_or("failed");
-                tracing::error!(file = %record.input.display(), "{}: {cause}", record.input.display());
+                tracing::error!(file = %record.input.display(), "{}: {cause}", escape_name(&record.input));
             }
         }
         if let Some(bar) = &self.bar {

@@ -630,3 +630,105 @@ pub fn have_scipy() -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Processes of a run in progress
+// ---------------------------------------------------------------------------------------------
+
+/// The children of `pid` (all its threads'), from /proc.
+pub fn child_pids(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        if let Ok(text) = fs::read_to_string(task.path().join("children")) {
+            out.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+        }
+    }
+    out
+}
+
+/// The files `pid` holds open, by path.
+pub fn open_paths(pid: u32) -> Vec<PathBuf> {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    fds.flatten()
+        .filter_map(|fd| fs::read_link(fd.path()).ok())
+        .collect()
+}
+
+/// True while `pid` exists and is not a zombie.
+pub fn process_alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
+pub fn send_signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) has no memory effects; a pid that is gone gives ESRCH, which is fine here.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+/// Polls `done` until it holds; panics after a minute, which would be a hang.
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < until,
+            "waited a minute for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The lines of a JSON Lines report.
+pub fn report_lines(path: &Path) -> Vec<serde_json::Value> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
+/// A WAV header as a streaming writer leaves it: PCM, with 0xFFFFFFFF for the RIFF and data
+/// sizes (it cannot seek back to fill them in).
+pub fn streaming_header(channels: u16, sample_rate: u32, bits: u16) -> Vec<u8> {
+    let block_align = channels * bits / 8;
+    let mut h = Vec::with_capacity(44);
+    h.extend_from_slice(b"RIFF");
+    h.extend_from_slice(&u32::MAX.to_le_bytes());
+    h.extend_from_slice(b"WAVEfmt ");
+    h.extend_from_slice(&16u32.to_le_bytes());
+    h.extend_from_slice(&1u16.to_le_bytes());
+    h.extend_from_slice(&channels.to_le_bytes());
+    h.extend_from_slice(&sample_rate.to_le_bytes());
+    h.extend_from_slice(&(sample_rate * block_align as u32).to_le_bytes());
+    h.extend_from_slice(&block_align.to_le_bytes());
+    h.extend_from_slice(&bits.to_le_bytes());
+    h.extend_from_slice(b"data");
+    h.extend_from_slice(&u32::MAX.to_le_bytes());
+    h
+}
+
+/// A command that runs `program` as the unprivileged user nobody (65534), or None when this
+/// machine cannot (not root, or no setpriv).
+pub fn as_nobody(program: &Path) -> Option<std::process::Command> {
+    let works = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    works.then(|| {
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(program)
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1");
+        cmd
+    })
+}
