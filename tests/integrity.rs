@@ -44,7 +44,11 @@ fn finished(out: &Path, err: &Path, status: std::process::ExitStatus) -> Run {
 }
 
 /// Starts `etl ARGS` in `cwd` with its output in files there; returns the child and the files.
-fn start(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, PathBuf, PathBuf) {
+fn start(
+    cwd: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::Child, PathBuf, PathBuf) {
     let out = cwd.join("etl-stdout.txt");
     let err = cwd.join("etl-stderr.txt");
     let child = etl_command()
@@ -144,7 +148,10 @@ fn a_growing_file_with_a_placeholder_size_is_skipped_or_fails_never_a_wrong_outp
     writer.join().unwrap();
     run.expect_code(1);
     assert_eq!(run.counts(), Counts::new(0, 0, 1), "{}", run.stderr);
-    assert!(!output_of(&input).exists(), "an output of a file that changed");
+    assert!(
+        !output_of(&input).exists(),
+        "an output of a file that changed"
+    );
     assert!(temp_files(&input_dir).is_empty(), "{:?}", names(&input_dir));
     let (records, summary) = records_and_summary(&report);
     assert_eq!(records[0]["status"], "failed");
@@ -207,8 +214,10 @@ fn stop_a_worker_reading(supervisor: u32, input: &Path) -> u32 {
             // Stopped at once or a moment later: it must still hold the input once stopped.
             let stopped = (0..1000).any(|_| {
                 thread::sleep(std::time::Duration::from_millis(1));
-                fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('T')))
+                fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                    s.rsplit_once(')')
+                        .is_some_and(|(_, r)| r.trim_start().starts_with('T'))
+                })
             });
             if stopped && open_paths(pid).iter().any(|p| p == input) {
                 caught = Some(pid);
@@ -305,7 +314,13 @@ fn an_input_that_keeps_being_replaced_fails_and_leaves_no_output() {
     for take in 0..2 {
         let worker = stop_a_worker_reading(child.id(), &input);
         let next = root.join(format!("take-{take}.wav"));
-        write_tone(&next, spec(2, 44100, 16, false), 1_000_000 + take * 10, 440.0, 0.5);
+        write_tone(
+            &next,
+            spec(2, 44100, 16, false),
+            1_000_000 + take * 10,
+            440.0,
+            0.5,
+        );
         fs::rename(&next, &input).unwrap();
         send_signal(worker, libc::SIGCONT);
     }
@@ -335,8 +350,20 @@ fn a_folder_that_cannot_be_listed_fails_the_run() {
     fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
     let input_dir = root.join("in");
     fs::create_dir_all(input_dir.join("locked")).unwrap();
-    write_tone(&input_dir.join("a.wav"), spec(1, 8000, 16, false), 800, 440.0, 0.5);
-    write_tone(&input_dir.join("locked/b.wav"), spec(1, 8000, 16, false), 800, 440.0, 0.5);
+    write_tone(
+        &input_dir.join("a.wav"),
+        spec(1, 8000, 16, false),
+        800,
+        440.0,
+        0.5,
+    );
+    write_tone(
+        &input_dir.join("locked/b.wav"),
+        spec(1, 8000, 16, false),
+        800,
+        440.0,
+        0.5,
+    );
     let chown = Command::new("chown")
         .args(["-R", "65534:65534"])
         .arg(&root)
@@ -357,10 +384,21 @@ fn a_folder_that_cannot_be_listed_fails_the_run() {
         )
     };
     // Under -r: the sub-folder's files were never seen, so the run did not do its job.
-    let run = nobody(&["run", "--no-progress", "-r", "in", "--report", "report.jsonl"]);
+    let run = nobody(&[
+        "run",
+        "--no-progress",
+        "-r",
+        "in",
+        "--report",
+        "report.jsonl",
+    ]);
     run.expect_code(1);
     assert_eq!(run.counts(), Counts::new(1, 0, 1), "{}", run.stderr);
-    let errors: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with("ERROR")).collect();
+    let errors: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("ERROR"))
+        .collect();
     assert_eq!(
         errors,
         [format!(
@@ -392,7 +430,11 @@ fn a_folder_that_cannot_be_listed_fails_the_run() {
     );
 
     fs::set_permissions(input_dir.join("locked"), fs::Permissions::from_mode(0o755)).unwrap();
-    assert_eq!(names(&input_dir.join("locked")), ["b.wav"], "nothing written in it");
+    assert_eq!(
+        names(&input_dir.join("locked")),
+        ["b.wav"],
+        "nothing written in it"
+    );
     assert!(temp_files(&input_dir).is_empty());
 }
 
@@ -402,7 +444,13 @@ fn symbolic_link_loops_are_named_as_loops() {
     let root = dir.path().canonicalize().unwrap();
     let input_dir = root.join("in");
     fs::create_dir_all(input_dir.join("sub")).unwrap();
-    write_tone(&input_dir.join("a.wav"), spec(1, 8000, 16, false), 800, 440.0, 0.5);
+    write_tone(
+        &input_dir.join("a.wav"),
+        spec(1, 8000, 16, false),
+        800,
+        440.0,
+        0.5,
+    );
     std::os::unix::fs::symlink("loop.wav", input_dir.join("loop.wav")).unwrap();
     std::os::unix::fs::symlink("..", input_dir.join("sub/up")).unwrap();
 
@@ -446,7 +494,16 @@ fn cancel_runs(iterations: usize, signal_all: impl Fn(u32)) -> usize {
     let input_dir = root.join("in");
     gen_fake_data(
         &input_dir,
-        &["--count", "40", "--duration", "4", "--channels", "2", "--format", "i16"],
+        &[
+            "--count",
+            "40",
+            "--duration",
+            "4",
+            "--channels",
+            "2",
+            "--format",
+            "i16",
+        ],
     );
     let report = root.join("report.jsonl");
     let mut interrupted = 0;
@@ -515,7 +572,10 @@ fn sigterm_to_the_process_group_stops_the_run_without_a_retry() {
             libc::kill(-(supervisor as i32), libc::SIGTERM);
         }
     });
-    assert!(interrupted >= 5, "only {interrupted} of 10 runs were still going");
+    assert!(
+        interrupted >= 5,
+        "only {interrupted} of 10 runs were still going"
+    );
 }
 
 #[test]
@@ -528,7 +588,10 @@ fn sigterm_to_every_process_at_once_stops_the_run_without_a_retry() {
             send_signal(pid, libc::SIGTERM);
         }
     });
-    assert!(interrupted >= 7, "only {interrupted} of 15 runs were still going");
+    assert!(
+        interrupted >= 7,
+        "only {interrupted} of 15 runs were still going"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -576,8 +639,14 @@ fn a_name_with_a_newline_is_one_line_in_plain_text_and_exact_in_the_report() {
     );
     // The report is JSON: the name as it is.
     let (records, _) = records_and_summary(&root.join("report.jsonl"));
-    let inputs: Vec<&str> = records.iter().map(|r| r["input"].as_str().unwrap()).collect();
-    assert!(inputs.contains(&"in/two\nlines\t\u{1b}[31mred é.wav"), "{inputs:?}");
+    let inputs: Vec<&str> = records
+        .iter()
+        .map(|r| r["input"].as_str().unwrap())
+        .collect();
+    assert!(
+        inputs.contains(&"in/two\nlines\t\u{1b}[31mred é.wav"),
+        "{inputs:?}"
+    );
     assert!(output_of(&good).exists());
     assert!(temp_files(&input_dir).is_empty());
 }

@@ -242,10 +242,9 @@ fn walk(
             Ok(m) => m,
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
                 if is_input_name(&name) || opts.recursive {
-                    found.warnings.push(format!(
-                        "{}: skipped: a symbolic link loop",
-                        path.display()
-                    ));
+                    found
+                        .warnings
+                        .push(format!("{}: skipped: a symbolic link loop", path.display()));
                 }
                 continue;
             }

@@ -167,9 +167,7 @@ fn still_being_written(
             identity.mtime_nsec.clamp(0, 999_999_999) as u32,
         ))
         .unwrap_or(now);
-    let age = now
-        .duration_since(mtime)
-        .unwrap_or_else(|e| e.duration());
+    let age = now.duration_since(mtime).unwrap_or_else(|e| e.duration());
     age < settle
 }
 
@@ -632,9 +630,10 @@ pub fn generate(pool: &mut Pool, opts: &GenerateOptions) -> Result<RunEnd, RunEr
             .result
             .and_then(|r| r.outcome.map(|_| ()).map_err(|e| e.to_string()))
             .and_then(|()| {
-            fs::rename(&temp, path)
-                .map_err(|e| format!("cannot rename the output into place: {}", describe_io(&e)))
-        });
+                fs::rename(&temp, path).map_err(|e| {
+                    format!("cannot rename the output into place: {}", describe_io(&e))
+                })
+            });
         match result {
             Ok(()) => {
                 done[c.id as usize] = true;
