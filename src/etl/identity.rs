@@ -70,3 +70,85 @@ pub fn plan(path: &Path) -> Result<Planned, TransformError> {
         wav: wav::probe(&file).ok(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::etl::transform::{self, NoiseLevel, Request, TransformError};
+    use crate::etl::wav::{Encoding, Layout, fmt_chunk_for, header};
+    use std::io::Write;
+
+    fn request<'a>(input: &'a Path, out: &'a Path, planned: &'a Planned) -> Request<'a> {
+        Request {
+            input,
+            temp_output: out,
+            part: 0,
+            parts: 1,
+            level: NoiseLevel::Sigma(0.0),
+            file_seed: 1,
+            fsync: false,
+            expect: Some(planned.identity),
+            wav: planned.wav.as_ref(),
+        }
+    }
+
+    #[test]
+    fn a_file_that_grew_after_planning_is_refused_and_its_plan_is_never_read_past() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("a.wav");
+        let out = dir.path().join(".a-transformed.wav.t.etl-tmp");
+        let layout = Layout {
+            encoding: Encoding::I16,
+            channels: 1,
+            sample_rate: 8000,
+        };
+        // A streaming writer's header: the data size is a placeholder.
+        let mut bytes = header(&fmt_chunk_for(layout), 0).unwrap();
+        let at = bytes.len() - 4;
+        bytes[at..].copy_from_slice(&u32::MAX.to_le_bytes());
+        bytes.extend_from_slice(&[7u8; 400]);
+        std::fs::write(&input, &bytes).unwrap();
+        let planned = plan(&input).unwrap();
+        assert_eq!(planned.wav.as_ref().unwrap().data_len, 400);
+
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&input)
+            .unwrap()
+            .write_all(&[9u8; 4000])
+            .unwrap();
+        let err = transform::transform(&request(&input, &out, &planned)).unwrap_err();
+        assert!(matches!(err, TransformError::Changed), "{err}");
+        assert_eq!(err.to_string(), "input changed while it was being read");
+        assert!(!out.exists());
+
+        // Without the identity, the plan alone still bounds what is read: 200 frames, not 2200.
+        let mut unchecked = request(&input, &out, &planned);
+        unchecked.expect = None;
+        let stats = transform::transform(&unchecked).unwrap();
+        assert_eq!(stats.frames, 200);
+        assert_eq!(std::fs::metadata(&out).unwrap().len(), 44 + 400);
+    }
+
+    #[test]
+    fn a_file_replaced_after_planning_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("a.wav");
+        let out = dir.path().join(".a-transformed.wav.t.etl-tmp");
+        let layout = Layout {
+            encoding: Encoding::U8,
+            channels: 1,
+            sample_rate: 8000,
+        };
+        let mut bytes = header(&fmt_chunk_for(layout), 10).unwrap();
+        bytes.extend_from_slice(&[1u8; 10]);
+        std::fs::write(&input, &bytes).unwrap();
+        let planned = plan(&input).unwrap();
+        let other = dir.path().join("b.wav");
+        std::fs::write(&other, &bytes).unwrap();
+        std::fs::rename(&other, &input).unwrap();
+        assert!(!planned.identity.matches_path(&input));
+        let err = transform::transform(&request(&input, &out, &planned)).unwrap_err();
+        assert!(matches!(err, TransformError::Changed), "{err}");
+    }
+}

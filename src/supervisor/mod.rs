@@ -669,3 +669,33 @@ pub fn generate(pool: &mut Pool, opts: &GenerateOptions) -> Result<RunEnd, RunEr
         PoolEnd::GaveUp(why) => RunEnd::GaveUp(why, counts),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    fn modified_at(t: SystemTime) -> InputIdentity {
+        let since = t.duration_since(UNIX_EPOCH).unwrap();
+        InputIdentity {
+            dev: 1,
+            ino: 2,
+            size: 3,
+            mtime_sec: since.as_secs() as i64,
+            mtime_nsec: since.subsec_nanos() as i64,
+        }
+    }
+
+    #[test]
+    fn files_modified_within_the_settle_time_are_still_being_written() {
+        let now = SystemTime::now();
+        let second = Duration::from_secs(1);
+        let recent = modified_at(now - Duration::from_millis(300));
+        let old = modified_at(now - Duration::from_secs(5));
+        let ahead = modified_at(now + Duration::from_millis(300));
+        assert!(still_being_written(&recent, now, second));
+        assert!(still_being_written(&ahead, now, second));
+        assert!(!still_being_written(&old, now, second));
+        assert!(!still_being_written(&recent, now, Duration::ZERO));
+    }
+}
