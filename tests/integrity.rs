@@ -195,6 +195,9 @@ fn a_growing_file_with_a_placeholder_size_is_skipped_or_fails_never_a_wrong_outp
         out == fs::read(&input).unwrap()[44..44 + whole_frames as usize],
         "the output's samples are not the input's"
     );
+    if let Some(info) = libsndfile_info(&output_of(&input)) {
+        assert_eq!(info, (whole_frames / 4, 2, 44100));
+    }
     assert!(temp_files(&input_dir).is_empty());
 }
 
@@ -271,6 +274,9 @@ fn an_input_renamed_over_mid_run_gives_the_new_files_output_whole() {
     let wav = read_wav(&output_of(&input));
     assert_eq!(wav.spec, spec(1, 48000, 24, false), "the old file's layout");
     assert_eq!(wav.frames, 900_000);
+    if let Some(info) = libsndfile_info(&output_of(&input)) {
+        assert_eq!(info, (900_000, 1, 48000));
+    }
     assert!(
         data_bytes(&output_of(&input)) == new_data,
         "the output is not the new file's samples"

@@ -386,10 +386,14 @@ pub fn run(pool: &mut Pool, opts: &RunOptions) -> Result<RunEnd, RunError> {
                 .planned
                 .as_ref()
                 .is_none_or(|p| p.identity.matches_path(&input.path));
-            let (false, true, Some(stats)) = (state.changed, unchanged, stats) else {
-                let _ = fs::remove_file(&temp);
-                changed.push(file);
-                return;
+            let stats = match stats {
+                Some(stats) if unchanged && !state.changed => stats,
+                // Done again from the start in the next round.
+                _ => {
+                    let _ = fs::remove_file(&temp);
+                    changed.push(file);
+                    return;
+                }
             };
             // Only what is counted here gets its final name.
             if let Err(e) = fs::rename(&temp, &input.output) {

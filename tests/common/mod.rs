@@ -735,3 +735,29 @@ pub fn as_nobody(program: &Path) -> Option<std::process::Command> {
         cmd
     })
 }
+
+/// The frame count, channels and rate libsndfile reads in a WAV file (through python3's
+/// soundfile), or None, with a line saying so, when soundfile is not installed.
+pub fn libsndfile_info(path: &Path) -> Option<(u64, u16, u32)> {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import soundfile, sys; i = soundfile.info(sys.argv[1]); \
+             print(i.frames, i.channels, i.samplerate)",
+        ])
+        .arg(path)
+        .output();
+    let out = match out {
+        Ok(out) if out.status.success() => out,
+        _ => {
+            println!("libsndfile check skipped: python3 with soundfile is not installed");
+            return None;
+        }
+    };
+    let text = String::from_utf8(out.stdout).unwrap();
+    let v: Vec<u64> = text
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    Some((v[0], v[1] as u16, v[2] as u32))
+}
