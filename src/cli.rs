@@ -105,7 +105,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub force: bool,
 
-    /// Times a file is retried on a fresh worker after its worker died or timed out.
+    /// Times a file is retried on a fresh worker after its worker died or timed out, and times it
+    /// is started again after it changed while it was being read.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub retries: u32,
 

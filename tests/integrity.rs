@@ -566,6 +566,7 @@ fn cancel_runs(iterations: usize, signal_all: impl Fn(u32)) -> usize {
             wait_for("the run's processes to be gone", || !process_alive(*w));
         }
     }
+    println!("{interrupted} of {iterations} runs were interrupted");
     interrupted
 }
 
