@@ -116,7 +116,16 @@ fn a_growing_file_with_a_placeholder_size_is_skipped_or_fails_never_a_wrong_outp
     let stop = Arc::new(AtomicBool::new(false));
     let writer = grow(input.clone(), stop.clone());
 
-    // By default a file modified within the last second is still being written: skipped.
+    // By default a file modified within the last second is still being written: skipped, and a
+    // dry run says so.
+    let dry = run_in(&root, &["in", "--dry-run"]);
+    dry.expect_code(0);
+    assert_eq!(
+        dry.stdout.lines().next(),
+        Some("skip in/stream.wav: still being written"),
+        "{}",
+        dry.stdout
+    );
     let run = Run::from_output(
         etl_command()
             .current_dir(&root)

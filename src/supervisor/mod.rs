@@ -192,7 +192,7 @@ pub fn run(pool: &mut Pool, opts: &RunOptions) -> Result<RunEnd, RunError> {
                 report.display()
             );
         }
-        return Ok(dry_run(&found.inputs));
+        return Ok(dry_run(&found.inputs, opts.settle));
     }
 
     let _lock = lock::acquire(&found.output_roots, opts.shard).map_err(lock_error)?;
@@ -542,11 +542,19 @@ fn split_bytes() -> u64 {
 }
 
 /// `--dry-run`: say what would happen, write nothing.
-fn dry_run(inputs: &[Input]) -> RunEnd {
+fn dry_run(inputs: &[Input], settle: std::time::Duration) -> RunEnd {
     let mut counts = Counts::default();
     let mut out = std::io::stdout().lock();
+    let now = std::time::SystemTime::now();
     for input in inputs {
-        let line = match &input.status {
+        let mut plan = input.status.clone();
+        if plan == Plan::Transform
+            && fs::metadata(&input.path)
+                .is_ok_and(|m| still_being_written(&InputIdentity::of(&m), now, settle))
+        {
+            plan = Plan::Skip("still being written".into());
+        }
+        let line = match &plan {
             Plan::Transform => {
                 counts.ok += 1;
                 format!(
