@@ -5,6 +5,8 @@
 //! files and our own `*-transformed.wav` outputs; `-r` descends into sub-folders, following
 //! symbolic links but never the same folder twice. Each input has a relative path (to the PATH it
 //! was found under): its noise seed and its shard are derived from it, and `--out-dir` mirrors it.
+//! A folder or entry that cannot be read is a failed input of its own: the run must not call
+//! itself complete when it never saw some of its files.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;

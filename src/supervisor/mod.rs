@@ -1,6 +1,8 @@
 //! The supervisor: the parent process. It finds the inputs, takes the run's lock, sweeps what a
-//! killed run left behind, hands jobs to the worker pool (largest first, large files split into
-//! block ranges), renames finished outputs into place, and reports. It never touches samples.
+//! killed run left behind, plans each file from one look at it (its identity and where its
+//! samples are, see [`crate::etl::identity`]), hands jobs to the worker pool (largest first, large
+//! files split into block ranges), renames finished outputs into place once the input is seen
+//! unchanged, starts again a file that changed, and reports. It never touches samples.
 
 pub mod discover;
 pub mod lock;

@@ -9,6 +9,10 @@
 //! already replaced are ignored. As in nextest, each worker runs in its own process group, is
 //! asked to stop with SIGTERM and is SIGKILLed after a grace period.
 //!
+//! A scheduler that stops a job signals every process of it, the workers too, which may die before
+//! the supervisor has handled its own signal: a death that comes with a signal to us is part of the
+//! stop, never a retry.
+//!
 //! Every death we did not ask for, before or after the handshake, counts against the restart
 //! budget. Once the run is stopping (a signal, or the budget spent), the tasks still in flight are
 //! abandoned, not failed: the caller reports them as not run.
