@@ -108,7 +108,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub force: bool,
 
-    /// Times a file is retried on a fresh worker after its worker died or timed out.
+    /// Times a file is retried on a fresh worker after its worker died or timed out, and times it
+    /// is started again after it changed while it was being read.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub retries: u32,
 
@@ -141,6 +142,10 @@ pub struct RunArgs {
     /// users can write to); the PATHs themselves are still followed.
     #[arg(long)]
     pub no_follow: bool,
+    /// Skip files modified less than this long ago (1s, 500ms, 2m) as still being written; 0 takes
+    /// every file.
+    #[arg(long, default_value = "1s", value_parser = duration, value_name = "DURATION")]
+    pub settle: Duration,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -285,6 +290,14 @@ fn unit_interval(s: &str) -> Result<f64, String> {
     } else {
         Err(format!("{s} is outside 0 to 1"))
     }
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration such as 1s, 500ms or 2m: {e}"))
 }
 
 fn positive_duration(s: &str) -> Result<Duration, String> {

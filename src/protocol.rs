@@ -13,8 +13,10 @@ use std::path::{Path, PathBuf};
 use ipc_channel::ipc::IpcSender;
 use serde::{Deserialize, Serialize};
 
+use crate::etl::identity::InputIdentity;
 use crate::etl::tone::Tone;
 use crate::etl::transform::{NoiseLevel, Stats};
+use crate::etl::wav::WavInfo;
 
 /// A path as raw bytes, so that names which are not UTF-8 cross the channel intact.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +51,10 @@ pub struct TransformJob {
     pub level: NoiseLevel,
     pub file_seed: u64,
     pub fsync: bool,
+    /// The input as the supervisor planned it; the worker refuses a file that is no longer it.
+    pub expect: Option<InputIdentity>,
+    /// Where the samples are, as the supervisor found them: every part reads these.
+    pub wav: Option<WavInfo>,
 }
 
 /// One tone to write into `temp_output`.
@@ -70,5 +76,23 @@ pub struct JobResult {
     pub id: u64,
     pub seconds: f64,
     /// `None` for a generated tone.
-    pub outcome: Result<Option<Stats>, String>,
+    pub outcome: Result<Option<Stats>, JobFailure>,
+}
+
+/// Why a job did not succeed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum JobFailure {
+    /// The input is no longer the file that was planned: the whole file is to be done again.
+    InputChanged,
+    /// Anything else, in words for the report.
+    Failed(String),
+}
+
+impl std::fmt::Display for JobFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobFailure::InputChanged => f.write_str("input changed while it was being read"),
+            JobFailure::Failed(why) => f.write_str(why),
+        }
+    }
 }

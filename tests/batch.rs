@@ -13,6 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
+mod common;
+
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
@@ -64,6 +66,7 @@ fn gen_tones(dir: &Path, count: u32, seconds: f64, extra: &[&str]) {
         .args(["-j", "2"])
         .args(extra));
     expect_code(&out, 0);
+    common::settle(dir);
 }
 
 /// A sine tone written with hound: `frames` frames of `channels` channels.
@@ -84,6 +87,7 @@ fn write_wav(path: &Path, spec: hound::WavSpec, frames: u32) {
         }
     }
     w.finalize().unwrap();
+    common::settle(path);
 }
 
 fn spec(channels: u16, sample_rate: u32, bits: u16, float: bool) -> hound::WavSpec {
@@ -312,6 +316,7 @@ fn report_has_a_line_per_file_that_matches_the_disk_and_a_summary() {
     fs::copy(fixture("sox-s16-stereo-44k-1001.wav"), dir.join("sox.wav")).unwrap();
     fs::write(dir.join("x.wav"), "this is not audio\n").unwrap();
     fs::copy(fixture("truncated.wav"), dir.join("truncated.wav")).unwrap();
+    common::settle(&dir);
 
     // c.wav is done already: its output is newer than it, so the run skips it.
     let c = dir.join("c.wav");
@@ -523,6 +528,7 @@ fn json_logs_are_one_object_per_line_with_level_message_and_the_file() {
     let dir = tmp.path().join("in");
     gen_tones(&dir, 2, 0.2, &[]);
     fs::write(dir.join("x.wav"), "not audio").unwrap();
+    common::settle(&dir.join("x.wav"));
     let report_path = tmp.path().join("r.jsonl");
     // No --seed: the drawn seed is logged; -v adds debug lines with fields of their own.
     let out = run(etl()
@@ -594,6 +600,7 @@ fn bar_folder(tmp: &Path) -> PathBuf {
     let dir = tmp.join("s");
     gen_tones(&dir, 4, 1.0, &[]);
     fs::write(dir.join("x.wav"), "not audio").unwrap();
+    common::settle(&dir.join("x.wav"));
     dir
 }
 
@@ -723,6 +730,7 @@ fn dry_run_lists_what_it_would_do_and_writes_nothing() {
     fs::create_dir(dir.join("sub")).unwrap();
     write_wav(&dir.join("sub/deep.wav"), spec(2, 8000, 16, false), 800);
     fs::write(dir.join(".hidden.wav"), "hidden").unwrap();
+    common::settle(&dir.join(".hidden.wav"));
     fs::create_dir(dir.join("folder.wav")).unwrap();
     // example2 is done already: its output is newer.
     let e2 = dir.join("example2.wav");
@@ -859,6 +867,7 @@ fn three_shards_at_once_cover_every_file_once_with_the_bytes_of_one_run() {
     for rel in snapshot(&a).into_keys() {
         if rel.extension() == Some(OsStr::new("wav")) {
             fs::copy(a.join(&rel), b.join(&rel)).unwrap();
+            common::settle(&b.join(&rel));
             inputs.insert(rel);
         }
     }
@@ -1273,6 +1282,7 @@ fn cron_line_is_silent_when_all_is_well_or_locked_and_mails_failures() {
 
     // A broken file: the mail names it, its cause and the exit status.
     fs::write(sounds.join("broken.wav"), "not audio").unwrap();
+    common::settle(&sounds.join("broken.wav"));
     let out = cron();
     let mail = text(&out.stdout);
     assert!(mail.contains("broken.wav"), "{}", show(&out));

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{gen_fake_data, run_in, snapshot};
+use common::{gen_fake_data, run_in, settle, snapshot};
 use serde_json::Value;
 
 /// How long a cluster may take to come up, or a job to end, before the test gives up with what
@@ -483,8 +483,11 @@ fn folder_and_reference(root: &Path, name: &str, count: &str, seconds: &str) -> 
         &sounds.join("more"),
         &["--count", "3", "--duration", "0.2", "-q"],
     );
+    // Written a while before the run, as a real corpus is: etl skips files still being written.
+    settle(&sounds);
     let reference = root.join(format!("{name}-reference"));
     copy_dir(&sounds, &reference);
+    settle(&reference);
     run_in(
         root,
         &[reference.to_str().unwrap(), "-r", "--seed", "42", "-q"],

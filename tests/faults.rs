@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+mod common;
+
 /// Longest any single wait in these tests may take before it counts as a hang.
 const HANG: Duration = Duration::from_secs(60);
 
@@ -448,6 +450,7 @@ fn generate(dir: &Path, count: u32, extra: &[&str]) {
         "gen-fake-data failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    common::settle(dir);
 }
 
 fn output_of(input: &Path) -> PathBuf {

@@ -252,6 +252,7 @@ fn sigma_zero_gives_back_every_sample_of_every_fixture_and_format() {
     for row in manifest().into_iter().filter(Fixture::is_ok) {
         let to = root.join(&row.file);
         fs::copy(row.path(), &to).unwrap();
+        settle(&to);
         let f = row.format.unwrap();
         let layout = spec(f.channels, f.sample_rate, f.bits, f.float);
         inputs.push((to, layout, f.frames));
@@ -419,6 +420,7 @@ fn every_ok_fixture_transforms_to_its_own_layout_and_other_tools_agree() {
     for row in &rows {
         fs::copy(row.path(), root.join(&row.file)).unwrap();
     }
+    settle(&root);
     let run = run_in(dir.path(), &["fixtures", "--sigma", "0.1", "--seed", "11"]);
     run.expect_code(0);
     assert_eq!(run.counts(), Counts::new(rows.len() as u64, 0, 0));
@@ -525,6 +527,7 @@ fn check_error_fixture(row: &Fixture) {
         root.join("good.wav"),
     )
     .unwrap();
+    settle(&root);
     let run = run_in(dir.path(), &["mixed", "--seed", "3"]);
     let name = &row.file;
     run.expect_code(1);
@@ -712,6 +715,7 @@ fn noise_depends_on_the_relative_path_not_on_the_folder() {
         let to = dir.path().join(p);
         fs::create_dir_all(to.parent().unwrap()).unwrap();
         fs::copy(&tone, &to).unwrap();
+        settle(&to);
     }
     for args in [
         &["one", "--seed", "5"][..],
@@ -783,7 +787,8 @@ fn a_rerun_skips_force_redoes_and_a_touched_input_is_redone() {
     assert!(again.completed().is_empty(), "{}", again.stdout);
     assert!(state() == before, "a skipped output was rewritten");
 
-    set_mtime(&inputs[1], 0);
+    // Touched after its output was made, and settled since (not still being written).
+    set_mtime(&inputs[1], -SETTLED_SECS);
     let touched = run_in(dir.path(), &["sounds", "--seed", "2"]);
     touched.expect_code(0);
     assert_eq!(touched.counts(), Counts::new(1, 2, 0));
@@ -1285,6 +1290,7 @@ fn odd_sized_outputs_end_with_the_pad_byte_their_riff_size_counts() {
         root.join("odd.wav"),
     )
     .unwrap();
+    settle(&root);
     let generated = gen_one(
         dir.path(),
         "gen",

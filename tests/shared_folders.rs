@@ -58,7 +58,7 @@ struct Scene {
 impl Scene {
     /// `None`, after printing why, when `planter` cannot be played here.
     fn new(planter: Planter) -> Option<Scene> {
-        if planter == Planter::Nobody && as_nobody("true", &[]).is_none() {
+        if planter == Planter::Nobody && as_nobody("true").is_none() {
             println!("skipped: planting as nobody needs root and setpriv");
             return None;
         }
@@ -104,7 +104,7 @@ impl Scene {
                     Link::Symbolic => vec!["-s", t, a],
                     Link::Hard => vec![t, a],
                 };
-                let status = as_nobody("ln", &args).unwrap().status().unwrap();
+                let status = as_nobody("ln").unwrap().args(&args).status().unwrap();
                 assert!(status.success(), "nobody could not plant {a}");
                 assert_eq!(fs::symlink_metadata(at).unwrap().uid(), NOBODY);
             }
@@ -169,6 +169,8 @@ fn write_silent_wav(path: &Path, data_len: u32) {
     fs::write(path, &header).unwrap();
     let file = fs::OpenOptions::new().write(true).open(path).unwrap();
     file.set_len(header.len() as u64 + data_len as u64).unwrap();
+    drop(file);
+    settle(path);
 }
 
 /// The bytes `etl run --seed 7` gives `name` (one of the scene's inputs) in a clean folder.
@@ -517,7 +519,7 @@ fn no_follow_takes_no_symbolic_link_below_a_path_and_says_so() {
 /// run is not root: what matters is the link, not who made it.
 #[test]
 fn an_unprivileged_run_refuses_a_planted_lock_link_too() {
-    if as_nobody("true", &[]).is_none() {
+    if as_nobody("true").is_none() {
         println!("skipped: running etl as nobody needs root and setpriv");
         return;
     }
@@ -533,14 +535,12 @@ fn an_unprivileged_run_refuses_a_planted_lock_link_too() {
     chmod(&victim, 0o666);
     std::os::unix::fs::symlink(&victim, sounds.join(".etl.lock")).unwrap();
     let etl_path = assert_cmd::cargo::cargo_bin("etl");
-    let out = as_nobody(
-        etl_path.to_str().unwrap(),
-        &["run", "--no-progress", sounds.to_str().unwrap()],
-    )
-    .unwrap()
-    .env("NO_COLOR", "1")
-    .output()
-    .unwrap();
+    let out = as_nobody(&etl_path)
+        .unwrap()
+        .args(["run", "--no-progress"])
+        .arg(&sounds)
+        .output()
+        .unwrap();
     let run = Run::from_output(out);
     run.expect_code(1);
     assert!(

@@ -72,6 +72,8 @@ fn main() -> ExitCode {
                 progress: progress && !args.no_progress,
                 fsync: !args.no_fsync,
                 jobs,
+                settle: args.settle,
+                retries: args.retries,
             };
             conclude(supervisor::run(&mut pool, &opts))
         }
@@ -105,6 +107,9 @@ fn main() -> ExitCode {
                         progress,
                         fsync: true,
                         jobs: jobs(args.tone.jobs),
+                        // The demo made these files itself, just now, and finished them.
+                        settle: std::time::Duration::ZERO,
+                        retries: 1,
                     };
                     conclude(supervisor::run(&mut pool, &opts))
                 }
@@ -233,7 +238,9 @@ fn init_logging(level: &str, format: LogFormat) {
             .fmt_fields(tracing_subscriber::fmt::format::debug_fn(
                 |w, field, value| {
                     if field.name() == "message" {
-                        write!(w, "{value:?}")
+                        // One event, one line, whatever the names in it hold.
+                        let text = format!("{value:?}");
+                        write!(w, "{}", audio_etl::supervisor::report::escape_text(&text))
                     } else {
                         Ok(())
                     }

@@ -2,6 +2,7 @@
 //! result, and synthesising test tones. Everything here works on one file (or one block range of
 //! one file) and is called by a worker; the supervisor never touches samples.
 
+pub mod identity;
 pub mod kernel;
 pub mod noise;
 pub mod output;

@@ -12,6 +12,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
+use super::identity::InputIdentity;
 use super::output::{self, NewFile};
 use super::wav::{self, WavError, WavInfo};
 use super::{describe_io, kernel, noise};
@@ -37,6 +38,12 @@ pub struct Request<'a> {
     pub file_seed: u64,
     /// Flush the output to stable storage before returning.
     pub fsync: bool,
+    /// The input as it was planned: the file must still be exactly that one, before the first
+    /// read and after the last, or the transform fails with [`TransformError::Changed`].
+    pub expect: Option<InputIdentity>,
+    /// Where the samples are, as found when planning. A part of a split file reads these, never
+    /// beyond, even if the file has grown since; without them the header is read again.
+    pub wav: Option<&'a WavInfo>,
 }
 
 /// What was done.
@@ -57,6 +64,8 @@ pub enum TransformError {
     NotRegular(&'static str),
     /// The input changed size while it was being read.
     Shrunk,
+    /// The input is no longer the file that was planned (replaced, grown, rewritten).
+    Changed,
     Output(io::Error),
 }
 
@@ -66,6 +75,7 @@ impl fmt::Display for TransformError {
             TransformError::Input(e) => write!(f, "{e}"),
             TransformError::NotRegular(kind) => write!(f, "not a regular file: {kind}"),
             TransformError::Shrunk => write!(f, "truncated: the file shrank while it was read"),
+            TransformError::Changed => write!(f, "input changed while it was being read"),
             TransformError::Output(e) => write!(f, "writing the output: {}", describe_io(e)),
         }
     }
@@ -121,19 +131,45 @@ pub fn part_blocks(total: u64, part: u32, parts: u32) -> std::ops::Range<u64> {
 
 pub fn transform(req: &Request) -> Result<Stats, TransformError> {
     let input = open_input(req.input)?;
-    let info = wav::probe(&input)?;
+    let unchanged = |input: &File| match req.expect {
+        None => Ok(()),
+        Some(expect) => match expect.matches_file(input) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(TransformError::Changed),
+            Err(e) => Err(TransformError::Input(WavError::Io(e))),
+        },
+    };
+    unchanged(&input)?;
+    // A read that fails because the file changed is a change, not a broken file.
+    let changed_or = |e: TransformError| match unchanged(&input) {
+        Err(changed @ TransformError::Changed) => changed,
+        _ => e,
+    };
+    let probed;
+    let info = match req.wav {
+        Some(info) => info,
+        None => {
+            probed = wav::probe(&input).map_err(|e| changed_or(e.into()))?;
+            &probed
+        }
+    };
     let sigma = match req.level {
         NoiseLevel::Sigma(s) => s,
-        NoiseLevel::SnrDb(db) => rms(&input, &info)? / 10f64.powf(db / 20.0),
+        NoiseLevel::SnrDb(db) => rms(&input, info).map_err(changed_or)? / 10f64.powf(db / 20.0),
     };
 
     let header = wav::header(&info.fmt_chunk, info.data_len)?;
     if req.parts > 1 {
         let output = output::open_shared_temp(req.temp_output).map_err(TransformError::Output)?;
-        return write(req, &input, &info, sigma, &header, &output);
+        let stats = write(req, &input, info, sigma, &header, &output).map_err(changed_or)?;
+        unchanged(&input)?;
+        return Ok(stats);
     }
     let new = NewFile::create(req.temp_output).map_err(TransformError::Output)?;
-    match write(req, &input, &info, sigma, &header, new.file()) {
+    let written = write(req, &input, info, sigma, &header, new.file())
+        .map_err(changed_or)
+        .and_then(|stats| unchanged(&input).map(|()| stats));
+    match written {
         Ok(stats) => {
             new.finish().map_err(TransformError::Output)?;
             Ok(stats)

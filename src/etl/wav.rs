@@ -74,7 +74,7 @@ impl Layout {
 }
 
 /// Where the samples of a WAV file are, and how they are stored.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct WavInfo {
     pub layout: Layout,
     /// The `fmt ` chunk's body, as found in the file.

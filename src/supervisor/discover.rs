@@ -5,7 +5,8 @@
 //! files and our own `*-transformed.wav` outputs; `-r` descends into sub-folders, following
 //! symbolic links (unless `--no-follow`) but never the same folder twice. Each input has a
 //! relative path (to the PATH it was found under): its noise seed and its shard are derived from
-//! it, and `--out-dir` mirrors it.
+//! it, and `--out-dir` mirrors it. A folder or entry that cannot be read is a failed input of its
+//! own: the run must not call itself complete when it never saw some of its files.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -97,7 +98,7 @@ pub struct Discovery {
     pub inputs: Vec<Input>,
     /// The folders outputs go under (one per PATH, or `--out-dir`): where locks live.
     pub output_roots: Vec<PathBuf>,
-    /// Things found that are not inputs but deserve a word (symbolic link loops, unreadable folders).
+    /// Things found that are not inputs but deserve a word (symbolic link loops).
     pub warnings: Vec<String>,
 }
 
@@ -122,9 +123,28 @@ pub fn discover(opts: &Options) -> Result<Discovery, MissingPath> {
         warnings: Vec::new(),
     };
     for root in opts.paths {
-        let meta = fs::metadata(root)
-            .map_err(|e| MissingPath(format!("{}: {}", root.display(), describe_io(&e))))?;
+        let meta = match fs::metadata(root) {
+            Ok(meta) => meta,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
+                return Err(MissingPath(format!(
+                    "{}: {}",
+                    root.display(),
+                    describe_io(&e)
+                )));
+            }
+            // It is there but cannot be read: a failure of this run, not a usage error.
+            Err(e) => {
+                add_unreadable(root.clone(), unreadable(&e), &mut found);
+                continue;
+            }
+        };
         if meta.is_dir() {
+            // A folder that cannot be listed gets no output (nor a lock) of its own.
+            if let Err(e) = fs::read_dir(root) {
+                let why = format!("cannot list folder: {}", describe_io(&e));
+                add_unreadable(root.clone(), why, &mut found);
+                continue;
+            }
             let out_root = opts.out_dir.unwrap_or(root).to_path_buf();
             push_unique(&mut found.output_roots, out_root);
             let mut visited = HashSet::new();
@@ -184,7 +204,10 @@ fn walk(
     visited: &mut HashSet<(u64, u64)>,
     found: &mut Discovery,
 ) {
-    let Ok(meta) = fs::metadata(dir) else { return };
+    let meta = match fs::metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) => return add_unreadable(dir.to_path_buf(), unreadable(&e), found),
+    };
     if !visited.insert((meta.dev(), meta.ino())) {
         found.warnings.push(format!(
             "{}: skipped: a symbolic link loop (this folder was already visited)",
@@ -195,18 +218,20 @@ fn walk(
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) => {
-            found.warnings.push(format!(
-                "{}: cannot list folder: {}",
-                dir.display(),
-                describe_io(&e)
-            ));
-            return;
+            let why = format!("cannot list folder: {}", describe_io(&e));
+            return add_unreadable(dir.to_path_buf(), why, found);
         }
     };
-    let mut names: Vec<_> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name())
-        .collect();
+    let mut names = Vec::new();
+    for entry in entries {
+        match entry {
+            Ok(entry) => names.push(entry.file_name()),
+            Err(e) => {
+                let why = format!("cannot list folder: {}", describe_io(&e));
+                return add_unreadable(dir.to_path_buf(), why, found);
+            }
+        }
+    }
     names.sort();
     for name in names {
         if name.as_bytes().starts_with(b".") {
@@ -218,10 +243,20 @@ fn walk(
             not_followed(opts, path, rel, &name, found);
             continue;
         }
-        // Follow symbolic links; a dangling one is reported if it looks like an input.
+        // Follow symbolic links. A loop among them is only a warning (under -r a link back up
+        // the tree is common); a dangling one is reported if it looks like an input; an entry
+        // that cannot be looked at, and might have held inputs, is a failure.
         let meta = match fs::metadata(&path) {
             Ok(m) => m,
-            Err(e) => {
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                if is_input_name(&name) || opts.recursive {
+                    found
+                        .warnings
+                        .push(format!("{}: skipped: a symbolic link loop", path.display()));
+                }
+                continue;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                 if is_input_name(&name) {
                     let why = if fs::symlink_metadata(&path).is_ok() {
                         "a dangling symbolic link".to_string()
@@ -229,6 +264,12 @@ fn walk(
                         describe_io(&e)
                     };
                     add_input(opts, path, rel, 0, Plan::Fail(why), found);
+                }
+                continue;
+            }
+            Err(e) => {
+                if is_input_name(&name) || opts.recursive {
+                    add_unreadable(path, describe_io(&e), found);
                 }
                 continue;
             }
@@ -261,6 +302,26 @@ fn not_followed(opts: &Options, path: PathBuf, rel: PathBuf, name: &OsStr, found
             path.display()
         ));
     }
+}
+
+/// Why a PATH, or something found under one, cannot be read.
+fn unreadable(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ELOOP) => "a symbolic link loop".into(),
+        _ => format!("cannot read: {}", describe_io(e)),
+    }
+}
+
+/// A folder or entry that cannot be read is a failure: whatever inputs it holds were never seen.
+/// Every shard reports it, as none can tell whose files it holds.
+fn add_unreadable(path: PathBuf, why: String, found: &mut Discovery) {
+    found.inputs.push(Input {
+        relative: path.clone(),
+        output: path.clone(),
+        path,
+        size: 0,
+        status: Plan::Fail(why),
+    });
 }
 
 fn add_input(

@@ -1,6 +1,8 @@
 //! The supervisor: the parent process. It finds the inputs, takes the run's lock, sweeps what a
-//! killed run left behind, hands jobs to the worker pool (largest first, large files split into
-//! block ranges), renames finished outputs into place, and reports. It never touches samples.
+//! killed run left behind, plans each file from one look at it (its identity and where its
+//! samples are, see [`crate::etl::identity`]), hands jobs to the worker pool (largest first, large
+//! files split into block ranges), renames finished outputs into place once the input is seen
+//! unchanged, starts again a file that changed, and reports. It never touches samples.
 
 pub mod discover;
 pub mod lock;
@@ -15,13 +17,14 @@ use std::time::Instant;
 
 use discover::{Discovery, Input, Plan, Shard};
 use pool::{Completion, Pool, PoolEnd, Task};
-use report::{Counts, FileRecord, Reporter, Status};
+use report::{Counts, FileRecord, Reporter, Status, escape_name, escape_text};
 
 use crate::etl::describe_io;
+use crate::etl::identity::{self, InputIdentity, Planned};
 use crate::etl::tone::Tone;
 use crate::etl::transform::NoiseLevel;
 use crate::etl::{noise, output};
-use crate::protocol::{GenerateJob, ToWorker, TransformJob, WirePath};
+use crate::protocol::{GenerateJob, JobFailure, ToWorker, TransformJob, WirePath};
 
 /// Files at least this large are split into parts of about this size, so that one large file
 /// keeps every worker busy.
@@ -44,6 +47,10 @@ pub struct RunOptions {
     pub progress: bool,
     pub fsync: bool,
     pub jobs: usize,
+    /// Files modified less than this long ago are skipped as still being written.
+    pub settle: std::time::Duration,
+    /// Times a file that changed while it was being read is started again.
+    pub retries: u32,
 }
 
 pub struct GenerateOptions {
@@ -160,10 +167,38 @@ struct FileState {
     parts_left: u32,
     seconds: f64,
     clipped: u64,
+    /// Attempts in earlier rounds (the file changed under them), and in this one.
+    attempts_before: u32,
     attempts: u32,
     worker_pid: Option<u32>,
     failed: bool,
     done: bool,
+    /// A part of this round found the input changed.
+    changed: bool,
+    /// Times the file was started again because it changed.
+    restarts: u32,
+    /// What this round planned from.
+    planned: Option<Planned>,
+}
+
+/// A file modified less than `settle` ago (or that far in the future: a clock ahead) is taken
+/// to be still being written.
+fn still_being_written(
+    identity: &InputIdentity,
+    now: std::time::SystemTime,
+    settle: std::time::Duration,
+) -> bool {
+    if settle.is_zero() {
+        return false;
+    }
+    let mtime = std::time::UNIX_EPOCH
+        .checked_add(std::time::Duration::new(
+            identity.mtime_sec.max(0) as u64,
+            identity.mtime_nsec.clamp(0, 999_999_999) as u32,
+        ))
+        .unwrap_or(now);
+    let age = now.duration_since(mtime).unwrap_or_else(|e| e.duration());
+    age < settle
 }
 
 /// `etl run`: transform every input.
@@ -188,7 +223,7 @@ pub fn run(pool: &mut Pool, opts: &RunOptions) -> Result<RunEnd, RunError> {
                 report.display()
             );
         }
-        return Ok(dry_run(&found.inputs));
+        return Ok(dry_run(&found.inputs, opts.settle));
     }
 
     let _lock = lock::acquire(&found.output_roots, opts.shard).map_err(lock_error)?;
@@ -209,6 +244,8 @@ pub fn run(pool: &mut Pool, opts: &RunOptions) -> Result<RunEnd, RunError> {
     let out_dirs: HashSet<PathBuf> = found
         .inputs
         .iter()
+        // A folder that could not be read has no output of its own.
+        .filter(|i| i.output != i.path)
         .map(|i| output::folder(&i.output).to_path_buf())
         .chain(found.output_roots.iter().cloned())
         .collect();
@@ -224,11 +261,22 @@ pub fn run(pool: &mut Pool, opts: &RunOptions) -> Result<RunEnd, RunError> {
 
     // Files decided without a worker, then the work, largest parts first.
     let mut states: Vec<Option<FileState>> = Vec::with_capacity(inputs.len());
-    let mut parts: Vec<(usize, u32, u32, u64)> = Vec::new();
     let mut made_dirs: HashSet<PathBuf> = HashSet::new();
     let mut refused_dirs: HashSet<PathBuf> = HashSet::new();
+    let mut round: Vec<usize> = Vec::new();
+    let planned_at = std::time::SystemTime::now();
     for (i, input) in inputs.iter().enumerate() {
+        states.resize_with(i + 1, || None);
         let mut plan = input.status.clone();
+        let mut planned = None;
+        if plan == Plan::Transform {
+            planned = identity::plan(&input.path).ok();
+            if let Some(p) = &planned
+                && still_being_written(&p.identity, planned_at, opts.settle)
+            {
+                plan = Plan::Skip("still being written".into());
+            }
+        }
         let dir = output::folder(&input.output).to_path_buf();
         if plan == Plan::Transform
             && !made_dirs.contains(&dir)
@@ -253,26 +301,24 @@ pub fn run(pool: &mut Pool, opts: &RunOptions) -> Result<RunEnd, RunError> {
                 total_files,
             ),
             Plan::Transform => {
-                let n = split_count(input.size, opts);
-                for part in 0..n {
-                    parts.push((i, part, n, input.size / n as u64));
-                }
-                states.resize_with(i + 1, || None);
                 states[i] = Some(FileState {
-                    parts_left: n,
+                    parts_left: 0,
                     seconds: 0.0,
                     clipped: 0,
+                    attempts_before: 0,
                     attempts: 0,
                     worker_pid: None,
                     failed: false,
                     done: false,
+                    changed: false,
+                    restarts: 0,
+                    planned,
                 });
-                continue;
+                round.push(i);
             }
         }
-        states.resize_with(i + 1, || None);
     }
-    parts.sort_by_key(|p| std::cmp::Reverse(p.3));
+
     // Swept only now that the folders are checked: never through a link planted as one of them.
     let out_dirs: HashSet<PathBuf> = out_dirs
         .into_iter()
@@ -280,94 +326,190 @@ pub fn run(pool: &mut Pool, opts: &RunOptions) -> Result<RunEnd, RunError> {
         .collect();
     sweep(&out_dirs, &tag);
 
-    let tasks: Vec<Task> = parts
-        .iter()
-        .enumerate()
-        .map(|(id, &(file, part, n, _))| {
-            let input = &inputs[file];
-            let job = TransformJob {
-                id: id as u64,
-                input: WirePath::from(input.path.as_path()),
-                temp_output: WirePath::from(temp_path(&input.output, &tag).as_path()),
-                part,
-                parts: n,
-                level: opts.level,
-                file_seed: noise::file_seed(seed, input.relative.as_os_str().as_encoded_bytes()),
-                fsync: opts.fsync,
-            };
-            Task {
-                id: id as u64,
-                message: Box::new(move || ToWorker::Transform(job.clone())),
+    // A file found changed is done again from the start, with a fresh plan, once the round in
+    // which it changed is over (its parts have all ended, so none still writes its temporary).
+    let end = loop {
+        let mut parts: Vec<(usize, u32, u32, u64)> = Vec::new();
+        for &i in &round {
+            let state = states[i].as_mut().expect("a file to transform");
+            let size = state
+                .planned
+                .as_ref()
+                .map_or(inputs[i].size, |p| p.identity.size);
+            let n = split_count(size, opts);
+            state.parts_left = n;
+            state.changed = false;
+            state.attempts_before += state.attempts;
+            state.attempts = 0;
+            for part in 0..n {
+                parts.push((i, part, n, size / n as u64));
             }
-        })
-        .collect();
+        }
+        parts.sort_by_key(|p| std::cmp::Reverse(p.3));
 
-    let end = pool.run(tasks, |c: Completion| {
-        let (file, _, _, _) = parts[c.id as usize];
-        let input = &inputs[file];
-        let Some(state) = states[file].as_mut() else {
-            return;
-        };
-        state.attempts = state.attempts.max(c.attempts);
-        state.worker_pid = Some(c.worker_pid);
-        if state.failed {
-            return;
-        }
-        let temp = temp_path(&input.output, &tag);
-        let fail = |state: &mut FileState, why: String, reporter: &mut Reporter| {
-            state.failed = true;
-            let _ = fs::remove_file(&temp);
-            let mut r = record(input, Status::Failed, Some(why));
-            r.attempts = state.attempts;
-            r.worker_pid = state.worker_pid;
-            r.seconds = state.seconds;
-            reporter.file(r, input.size, total_files);
-        };
-        let stats = match c.result {
-            Err(cause) => return fail(state, cause, &mut reporter),
-            Ok(result) => {
-                state.seconds += result.seconds;
-                match result.outcome {
-                    Err(cause) => return fail(state, cause, &mut reporter),
-                    Ok(stats) => stats,
+        let tasks: Vec<Task> = parts
+            .iter()
+            .enumerate()
+            .map(|(id, &(file, part, n, _))| {
+                let input = &inputs[file];
+                let planned = states[file].as_ref().and_then(|s| s.planned.as_ref());
+                let job = TransformJob {
+                    id: id as u64,
+                    input: WirePath::from(input.path.as_path()),
+                    temp_output: WirePath::from(temp_path(&input.output, &tag).as_path()),
+                    part,
+                    parts: n,
+                    level: opts.level,
+                    file_seed: noise::file_seed(
+                        seed,
+                        input.relative.as_os_str().as_encoded_bytes(),
+                    ),
+                    fsync: opts.fsync,
+                    expect: planned.map(|p| p.identity),
+                    wav: planned.and_then(|p| p.wav.clone()),
+                };
+                Task {
+                    id: id as u64,
+                    message: Box::new(move || ToWorker::Transform(job.clone())),
                 }
+            })
+            .collect();
+
+        let mut changed: Vec<usize> = Vec::new();
+        let end = pool.run(tasks, |c: Completion| {
+            let (file, _, _, _) = parts[c.id as usize];
+            let input = &inputs[file];
+            let Some(state) = states[file].as_mut() else {
+                return;
+            };
+            state.attempts = state.attempts.max(c.attempts);
+            state.worker_pid = Some(c.worker_pid);
+            if state.failed {
+                return;
             }
-        };
-        let stats = stats.expect("a transform reports its stats");
-        state.clipped += stats.clipped;
-        state.parts_left -= 1;
-        if state.parts_left > 0 {
-            return;
+            let temp = temp_path(&input.output, &tag);
+            let fail = |state: &mut FileState, why: String, reporter: &mut Reporter| {
+                state.failed = true;
+                let _ = fs::remove_file(&temp);
+                let mut r = record(input, Status::Failed, Some(why));
+                r.attempts = state.attempts_before + state.attempts;
+                r.worker_pid = state.worker_pid;
+                r.seconds = state.seconds;
+                reporter.file(r, input.size, total_files);
+            };
+            let stats = match c.result {
+                Err(cause) => return fail(state, cause, &mut reporter),
+                Ok(result) => {
+                    state.seconds += result.seconds;
+                    match result.outcome {
+                        Err(JobFailure::Failed(cause)) => {
+                            return fail(state, cause, &mut reporter);
+                        }
+                        Err(JobFailure::InputChanged) => {
+                            state.changed = true;
+                            None
+                        }
+                        Ok(stats) => Some(stats.expect("a transform reports its stats")),
+                    }
+                }
+            };
+            if let Some(stats) = &stats {
+                state.clipped += stats.clipped;
+            }
+            state.parts_left -= 1;
+            if state.parts_left > 0 {
+                return;
+            }
+            // The last look before the output gets its final name: the path must still name the
+            // file the workers read.
+            let unchanged = state
+                .planned
+                .as_ref()
+                .is_none_or(|p| p.identity.matches_path(&input.path));
+            let stats = match stats {
+                Some(stats) if unchanged && !state.changed => stats,
+                // Done again from the start in the next round.
+                _ => {
+                    let _ = fs::remove_file(&temp);
+                    changed.push(file);
+                    return;
+                }
+            };
+            // Only what is counted here gets its final name.
+            let mode = output::mode_from_input(&input.path);
+            if let Err(e) = output::publish(&temp, &input.output, mode, opts.out_dir.as_deref()) {
+                return fail(
+                    state,
+                    format!(
+                        "cannot rename the output into place: {}",
+                        describe_io(&e)
+                    ),
+                    &mut reporter,
+                );
+            }
+            // The data is on disk already; only the name's durability is in question.
+            if opts.fsync
+                && let Err(e) = output::sync_folder(&input.output)
+            {
+                tracing::warn!(
+                    "{}: cannot flush its folder: {}",
+                    input.output.display(),
+                    describe_io(&e)
+                );
+            }
+            if stats.size_recovered {
+                tracing::warn!(
+                    "{}: the data size in its header was a placeholder; used the {} frames the file holds",
+                    input.path.display(),
+                    stats.frames
+                );
+            }
+            state.done = true;
+            let mut r = record(input, Status::Ok, None);
+            r.seconds = state.seconds;
+            r.frames = Some(stats.frames);
+            r.channels = Some(stats.layout.channels);
+            r.sample_rate = Some(stats.layout.sample_rate);
+            r.clipped = Some(state.clipped);
+            r.attempts = state.attempts_before + state.attempts;
+            r.worker_pid = state.worker_pid;
+            reporter.file(r, input.size, total_files);
+        });
+        if end != PoolEnd::Finished {
+            break end;
         }
-        // Only what is counted here gets its final name.
-        let mode = output::mode_from_input(&input.path);
-        if let Err(e) = output::publish(&temp, &input.output, mode, opts.out_dir.as_deref()) {
-            return fail(state, format!("cannot rename the output into place: {}", describe_io(&e)), &mut reporter);
-        }
-        // The data is on disk already; only the name's durability is in question.
-        if opts.fsync
-            && let Err(e) = output::sync_folder(&input.output)
-        {
-            tracing::warn!("{}: cannot flush its folder: {}", input.output.display(), describe_io(&e));
-        }
-        if stats.size_recovered {
+        round.clear();
+        for file in changed {
+            let input = &inputs[file];
+            let state = states[file].as_mut().expect("a file to transform");
+            state.restarts += 1;
+            if state.restarts > opts.retries {
+                state.failed = true;
+                let mut r = record(
+                    input,
+                    Status::Failed,
+                    Some(JobFailure::InputChanged.to_string()),
+                );
+                r.attempts = state.attempts_before + state.attempts;
+                r.worker_pid = state.worker_pid;
+                r.seconds = state.seconds;
+                reporter.file(r, input.size, total_files);
+                continue;
+            }
             tracing::warn!(
-                "{}: the data size in its header was a placeholder; used the {} frames the file holds",
+                "{}: input changed while it was being read; starting it again (attempt {} of {})",
                 input.path.display(),
-                stats.frames
+                state.restarts + 1,
+                opts.retries + 1
             );
+            state.planned = identity::plan(&input.path).ok();
+            state.clipped = 0;
+            round.push(file);
         }
-        state.done = true;
-        let mut r = record(input, Status::Ok, None);
-        r.seconds = state.seconds;
-        r.frames = Some(stats.frames);
-        r.channels = Some(stats.layout.channels);
-        r.sample_rate = Some(stats.layout.sample_rate);
-        r.clipped = Some(state.clipped);
-        r.attempts = state.attempts;
-        r.worker_pid = state.worker_pid;
-        reporter.file(r, input.size, total_files);
-    });
+        if round.is_empty() {
+            break end;
+        }
+    };
 
     // Whatever did not finish leaves nothing behind.
     for (file, state) in states.iter().enumerate() {
@@ -424,30 +566,51 @@ fn split_count(size: u64, opts: &RunOptions) -> u32 {
     if opts.jobs < 2 || matches!(opts.level, NoiseLevel::SnrDb(_)) {
         return 1;
     }
-    size.div_ceil(SPLIT_BYTES).clamp(1, 4096) as u32
+    size.div_ceil(split_bytes()).clamp(1, 4096) as u32
+}
+
+/// [`SPLIT_BYTES`], unless `ETL_SPLIT_BYTES` sets another size: small files can then be split,
+/// to exercise splitting without writing hundreds of megabytes.
+fn split_bytes() -> u64 {
+    static BYTES: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *BYTES.get_or_init(|| {
+        std::env::var("ETL_SPLIT_BYTES")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .filter(|&b: &u64| b > 0)
+            .unwrap_or(SPLIT_BYTES)
+    })
 }
 
 /// `--dry-run`: say what would happen, write nothing.
-fn dry_run(inputs: &[Input]) -> RunEnd {
+fn dry_run(inputs: &[Input], settle: std::time::Duration) -> RunEnd {
     let mut counts = Counts::default();
     let mut out = std::io::stdout().lock();
+    let now = std::time::SystemTime::now();
     for input in inputs {
-        let line = match &input.status {
+        let mut plan = input.status.clone();
+        if plan == Plan::Transform
+            && fs::metadata(&input.path)
+                .is_ok_and(|m| still_being_written(&InputIdentity::of(&m), now, settle))
+        {
+            plan = Plan::Skip("still being written".into());
+        }
+        let line = match &plan {
             Plan::Transform => {
                 counts.ok += 1;
                 format!(
                     "transform {} -> {}",
-                    input.path.display(),
-                    input.output.display()
+                    escape_name(&input.path),
+                    escape_name(&input.output)
                 )
             }
             Plan::Skip(why) => {
                 counts.skipped += 1;
-                format!("skip {}: {why}", input.path.display())
+                format!("skip {}: {}", escape_name(&input.path), escape_text(why))
             }
             Plan::Fail(why) => {
                 counts.failed += 1;
-                format!("fail {}: {why}", input.path.display())
+                format!("fail {}: {}", escape_name(&input.path), escape_text(why))
             }
         };
         let _ = writeln!(out, "{line}");
@@ -516,10 +679,14 @@ pub fn generate(pool: &mut Pool, opts: &GenerateOptions) -> Result<RunEnd, RunEr
     let end = pool.run(tasks, |c| {
         let path = &todo[c.id as usize];
         let temp = temp_path(path, TAG);
-        let result = c.result.and_then(|r| r.outcome.map(|_| ())).and_then(|()| {
-            output::publish(&temp, path, output::mode_from_umask(), None)
-                .map_err(|e| format!("cannot rename the output into place: {}", describe_io(&e)))
-        });
+        let result = c
+            .result
+            .and_then(|r| r.outcome.map(|_| ()).map_err(|e| e.to_string()))
+            .and_then(|()| {
+                output::publish(&temp, path, output::mode_from_umask(), None).map_err(|e| {
+                    format!("cannot rename the output into place: {}", describe_io(&e))
+                })
+            });
         match result {
             Ok(()) => {
                 done[c.id as usize] = true;
@@ -554,4 +721,34 @@ pub fn generate(pool: &mut Pool, opts: &GenerateOptions) -> Result<RunEnd, RunEr
         PoolEnd::Interrupted(sig) => RunEnd::Interrupted(sig, counts),
         PoolEnd::GaveUp(why) => RunEnd::GaveUp(why, counts),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    fn modified_at(t: SystemTime) -> InputIdentity {
+        let since = t.duration_since(UNIX_EPOCH).unwrap();
+        InputIdentity {
+            dev: 1,
+            ino: 2,
+            size: 3,
+            mtime_sec: since.as_secs() as i64,
+            mtime_nsec: since.subsec_nanos() as i64,
+        }
+    }
+
+    #[test]
+    fn files_modified_within_the_settle_time_are_still_being_written() {
+        let now = SystemTime::now();
+        let second = Duration::from_secs(1);
+        let recent = modified_at(now - Duration::from_millis(300));
+        let old = modified_at(now - Duration::from_secs(5));
+        let ahead = modified_at(now + Duration::from_millis(300));
+        assert!(still_being_written(&recent, now, second));
+        assert!(still_being_written(&ahead, now, second));
+        assert!(!still_being_written(&old, now, second));
+        assert!(!still_being_written(&recent, now, Duration::ZERO));
+    }
 }

@@ -9,6 +9,10 @@
 //! already replaced are ignored. As in nextest, each worker runs in its own process group, is
 //! asked to stop with SIGTERM and is SIGKILLed after a grace period.
 //!
+//! A scheduler that stops a job signals every process of it, the workers too, which may die before
+//! the supervisor has handled its own signal: a death that comes with a signal to us is part of the
+//! stop, never a retry.
+//!
 //! Every death we did not ask for, before or after the handshake, counts against the restart
 //! budget. Once the run is stopping (a signal, or the budget spent), the tasks still in flight are
 //! abandoned, not failed: the caller reports them as not run.
@@ -17,7 +21,8 @@ use std::collections::VecDeque;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -38,6 +43,9 @@ const SELF_EXE: &str = "/proc/self/exe";
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How often workers that have not connected yet are checked for an early death.
 const STARTING_POLL: Duration = Duration::from_millis(50);
+/// How long a worker's death by a SIGTERM or SIGINT we did not send waits for our own: a
+/// scheduler that stops a job signals each of its processes, and the workers may die first.
+const OWN_SIGNAL_WAIT: Duration = Duration::from_millis(500);
 
 pub struct PoolConfig {
     pub workers: usize,
@@ -140,6 +148,22 @@ pub struct Pool {
     /// When workers died unexpectedly, and when jobs finished, within the last [`CRASH_WINDOW`].
     crashes: VecDeque<Instant>,
     finishes: VecDeque<Instant>,
+    /// The last SIGINT or SIGTERM received and not yet acted on, set by the signal handler
+    /// itself: ahead of the event the signal thread sends, which may come after the deaths of
+    /// workers signalled at the same moment.
+    signal_received: Arc<AtomicUsize>,
+    /// A signal was acted on from `signal_received`: its event, when it comes, is not a second one.
+    acted_on_early: bool,
+}
+
+/// What was left of a worker once it was reaped.
+struct Reaped {
+    /// The task it was running: the task, why the worker died, and its pid.
+    lost: Option<(usize, String, u32)>,
+    /// Tasks sent ahead to it, never started.
+    sent_ahead: Vec<usize>,
+    /// The signal that killed it, when we had not asked it to stop.
+    killed_by: Option<i32>,
 }
 
 impl Pool {
@@ -158,6 +182,14 @@ impl Pool {
             }
             Err(e) => tracing::warn!("cannot watch for signals: {e}"),
         }
+        let signal_received = Arc::new(AtomicUsize::new(0));
+        for sig in [SIGINT, SIGTERM] {
+            if let Err(e) =
+                signal_hook::flag::register_usize(sig, Arc::clone(&signal_received), sig as usize)
+            {
+                tracing::warn!("cannot watch for signals: {e}");
+            }
+        }
         let slots = (0..config.workers.max(1)).map(|_| None).collect();
         Pool {
             config,
@@ -167,6 +199,25 @@ impl Pool {
             generation: 0,
             crashes: VecDeque::new(),
             finishes: VecDeque::new(),
+            signal_received,
+            acted_on_early: false,
+        }
+    }
+
+    /// The SIGINT or SIGTERM received and not acted on yet, if any. A worker killed by one of
+    /// them that we did not send waits a moment for ours.
+    fn own_signal(&self, worker_killed_by: Option<i32>) -> Option<i32> {
+        let external = matches!(worker_killed_by, Some(SIGINT) | Some(SIGTERM));
+        let until = Instant::now() + OWN_SIGNAL_WAIT;
+        loop {
+            let sig = self.signal_received.swap(0, Ordering::SeqCst);
+            if sig != 0 {
+                return Some(sig as i32);
+            }
+            if !external || Instant::now() >= until {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(2));
         }
     }
 
@@ -257,10 +308,26 @@ impl Pool {
                     });
                 }
                 Some(Event::Gone { slot, generation }) => {
-                    let Some(lost) = self.reap(slot, generation) else {
+                    let Some(Reaped {
+                        lost,
+                        sent_ahead,
+                        killed_by,
+                    }) = self.reap(slot, generation)
+                    else {
                         continue;
                     };
-                    let (lost, sent_ahead) = lost;
+                    // A death that comes with a signal to us is part of the stop, never a retry.
+                    if end.is_none()
+                        && let Some(sig) = self.own_signal(killed_by)
+                    {
+                        tracing::warn!(
+                            "{}: stopping workers, finishing nothing new",
+                            signal_name(sig)
+                        );
+                        end = Some(PoolEnd::Interrupted(sig));
+                        self.acted_on_early = true;
+                        self.stop_all(StopReason::Shutdown, false);
+                    }
                     for task in sent_ahead.into_iter().rev() {
                         // Never started: back to the front of the queue, the attempt not spent.
                         pending[task].attempts -= 1;
@@ -301,7 +368,12 @@ impl Pool {
                         }
                     }
                 }
+                Some(Event::Signal(_)) if self.acted_on_early => {
+                    // The signal already acted on, as a worker died of it.
+                    self.acted_on_early = false;
+                }
                 Some(Event::Signal(sig)) => {
+                    self.signal_received.store(0, Ordering::SeqCst);
                     let again = end.is_some();
                     match &end {
                         None => {
@@ -433,12 +505,7 @@ impl Pool {
     /// Waits for a worker whose channel closed, and says what it was doing and why it died.
     /// `None` when the event is stale; `Some(None)` when it was not working on anything.
     /// Also returns the jobs that were sent ahead to it and never started.
-    #[allow(clippy::type_complexity)]
-    fn reap(
-        &mut self,
-        slot: usize,
-        generation: u64,
-    ) -> Option<(Option<(usize, String, u32)>, Vec<usize>)> {
+    fn reap(&mut self, slot: usize, generation: u64) -> Option<Reaped> {
         self.worker_mut(slot, generation)?;
         let mut w = self.slots[slot].take().unwrap();
         let status = wait_briefly(&mut w.child);
@@ -460,7 +527,15 @@ impl Pool {
             self.crashes.push_back(Instant::now());
         }
         tracing::debug!(pid = w.pid, "worker exited: {cause}");
-        Some((busy.map(|task| (task, cause, w.pid)), tasks.into()))
+        Some(Reaped {
+            lost: busy.map(|task| (task, cause, w.pid)),
+            sent_ahead: tasks.into(),
+            killed_by: if w.stopping.is_none() {
+                status.and_then(|s| s.signal())
+            } else {
+                None
+            },
+        })
     }
 
     /// The restart budget: the run stops when, within [`CRASH_WINDOW`], more workers died than

@@ -144,6 +144,42 @@ impl Write for LogWriter {
     }
 }
 
+/// A path for a line of plain text: control characters written as `\n`, `\t`, `\x1b` (as
+/// Rust's `escape_debug` writes them) and bytes that are not UTF-8 as `\xff`, so that one file is
+/// always one line. Other characters, non-ASCII ones included, are kept as they are.
+pub fn escape_name(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for chunk in path.as_os_str().as_bytes().utf8_chunks() {
+        out.push_str(&escape_text(chunk.valid()));
+        for byte in chunk.invalid() {
+            out.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    out
+}
+
+/// Text for a line of plain text, with its control characters escaped as in [`escape_name`].
+pub fn escape_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x80 && c.is_control() => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if c.is_control() => out.extend(c.escape_unicode()),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 pub struct Reporter {
     report: Option<File>,
     report_path: Option<PathBuf>,
@@ -214,7 +250,7 @@ impl Reporter {
                 if !self.quiet_lines {
                     let line = format!(
                         "{} completed in {:.2}s",
-                        record.input.display(),
+                        escape_name(&record.input),
                         record.seconds
                     );
                     above_bar(|| {
@@ -227,14 +263,14 @@ impl Reporter {
                 tracing::info!(
                     file = %record.input.display(),
                     "{}: skipped: {}",
-                    record.input.display(),
+                    escape_name(&record.input),
                     record.error.as_deref().unwrap_or("")
                 );
             }
             Status::Failed => {
                 self.counts.failed += 1;
                 let cause = record.error.as_deref().unwrap_or("failed");
-                tracing::error!(file = %record.input.display(), "{}: {cause}", record.input.display());
+                tracing::error!(file = %record.input.display(), "{}: {cause}", escape_name(&record.input));
             }
         }
         if let Some(bar) = &self.bar {
@@ -297,5 +333,23 @@ impl Drop for Reporter {
                 *slot = None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn names_are_one_line_and_keep_printable_characters() {
+        let name = OsStr::from_bytes(b"d/a\nb\tc\x1b[31m\xff\xc3\xa9 \xe2\x80\x8a.wav");
+        assert_eq!(
+            escape_name(Path::new(name)),
+            "d/a\\nb\\tc\\x1b[31m\\xff\u{e9} \u{200a}.wav"
+        );
+        assert_eq!(escape_text("plain é"), "plain é");
+        assert_eq!(escape_text("a\u{85}b"), "a\\u{85}b");
     }
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use ipc_channel::ipc::{self, IpcSender};
 
 use crate::etl::{tone, transform};
-use crate::protocol::{FromWorker, GenerateJob, JobResult, ToWorker, TransformJob};
+use crate::protocol::{FromWorker, GenerateJob, JobFailure, JobResult, ToWorker, TransformJob};
 
 /// Runs the worker loop until the supervisor closes the channel. Returns an error only when the
 /// handshake fails.
@@ -59,11 +59,16 @@ fn run_transform(job: &TransformJob) -> JobResult {
         level: job.level,
         file_seed: job.file_seed,
         fsync: job.fsync,
+        expect: job.expect,
+        wav: job.wav.as_ref(),
     });
     JobResult {
         id: job.id,
         seconds: start.elapsed().as_secs_f64(),
-        outcome: outcome.map(Some).map_err(|e| e.to_string()),
+        outcome: outcome.map(Some).map_err(|e| match e {
+            transform::TransformError::Changed => JobFailure::InputChanged,
+            other => JobFailure::Failed(other.to_string()),
+        }),
     }
 }
 
@@ -72,7 +77,12 @@ fn run_generate(job: &GenerateJob) -> JobResult {
     let temp = job.temp_output.to_path();
     let outcome = tone::write(Path::new(&temp), &job.tone)
         .map(|()| None)
-        .map_err(|e| format!("writing the output: {}", crate::etl::describe_io(&e)));
+        .map_err(|e| {
+            JobFailure::Failed(format!(
+                "writing the output: {}",
+                crate::etl::describe_io(&e)
+            ))
+        });
     JobResult {
         id: job.id,
         seconds: start.elapsed().as_secs_f64(),

@@ -171,6 +171,7 @@ pub fn gen_fake_data(dir: &Path, args: &[&str]) -> Run {
     all.extend_from_slice(args);
     let run = etl_in(dir.parent().unwrap_or(Path::new(".")), &all);
     run.expect_code(0);
+    settle(dir);
     run
 }
 
@@ -274,6 +275,7 @@ pub fn write_wav(path: &Path, spec: hound::WavSpec, samples: &[f64]) {
         }
     }
     w.finalize().unwrap();
+    settle(path);
 }
 
 pub fn spec(channels: u16, sample_rate: u32, bits: u16, float: bool) -> hound::WavSpec {
@@ -549,6 +551,26 @@ pub fn set_mtime(path: &Path, secs: i64) {
         .unwrap();
 }
 
+/// How long ago [`settle`] dates files: well beyond `etl run`'s default `--settle` of 1s.
+pub const SETTLED_SECS: i64 = 5;
+
+/// Dates the inputs at `path` (a file, or every input below a folder) [`SETTLED_SECS`] back, as
+/// files written a while before the run: `etl run` skips files modified in the last second as
+/// still being written. Outputs (`*-transformed.wav`) keep their time.
+pub fn settle(path: &Path) {
+    if path.is_dir() {
+        for entry in fs::read_dir(path).unwrap().flatten() {
+            settle(&entry.path());
+        }
+    } else if path.is_file()
+        && !path.to_string_lossy().ends_with("-transformed.wav")
+        // Only files just written: one dated already keeps its time.
+        && mtime(path) > SystemTime::now() - Duration::from_secs(2)
+    {
+        set_mtime(path, -SETTLED_SECS);
+    }
+}
+
 /// The temporary outputs (`*.etl-tmp`) in `dir`, by name.
 pub fn temp_files(dir: &Path) -> Vec<String> {
     fs::read_dir(dir)
@@ -632,20 +654,138 @@ pub fn etl_with_umask(umask: u32) -> std::process::Command {
 /// The uid and gid of `nobody`, which tests that need an unprivileged user run as.
 pub const NOBODY: u32 = 65534;
 
-/// `PROGRAM ARGS` run as `nobody` through `setpriv`, when this process is root and setpriv
-/// works; `None` (the caller prints why it skips) otherwise.
-pub fn as_nobody(program: &str, args: &[&str]) -> Option<std::process::Command> {
+// ---------------------------------------------------------------------------------------------
+// Processes of a run in progress
+// ---------------------------------------------------------------------------------------------
+
+/// The children of `pid` (all its threads'), from /proc.
+pub fn child_pids(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        if let Ok(text) = fs::read_to_string(task.path().join("children")) {
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    out
+}
+
+/// The files `pid` holds open, by path.
+pub fn open_paths(pid: u32) -> Vec<PathBuf> {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    fds.flatten()
+        .filter_map(|fd| fs::read_link(fd.path()).ok())
+        .collect()
+}
+
+/// True while `pid` exists and is not a zombie.
+pub fn process_alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
+pub fn send_signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) has no memory effects; a pid that is gone gives ESRCH, which is fine here.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+/// Polls `done` until it holds; panics after a minute, which would be a hang.
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < until,
+            "waited a minute for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The lines of a JSON Lines report.
+pub fn report_lines(path: &Path) -> Vec<serde_json::Value> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
+/// A WAV header as a streaming writer leaves it: PCM, with 0xFFFFFFFF for the RIFF and data
+/// sizes (it cannot seek back to fill them in).
+pub fn streaming_header(channels: u16, sample_rate: u32, bits: u16) -> Vec<u8> {
+    let block_align = channels * bits / 8;
+    let mut h = Vec::with_capacity(44);
+    h.extend_from_slice(b"RIFF");
+    h.extend_from_slice(&u32::MAX.to_le_bytes());
+    h.extend_from_slice(b"WAVEfmt ");
+    h.extend_from_slice(&16u32.to_le_bytes());
+    h.extend_from_slice(&1u16.to_le_bytes());
+    h.extend_from_slice(&channels.to_le_bytes());
+    h.extend_from_slice(&sample_rate.to_le_bytes());
+    h.extend_from_slice(&(sample_rate * block_align as u32).to_le_bytes());
+    h.extend_from_slice(&block_align.to_le_bytes());
+    h.extend_from_slice(&bits.to_le_bytes());
+    h.extend_from_slice(b"data");
+    h.extend_from_slice(&u32::MAX.to_le_bytes());
+    h
+}
+
+/// A command that runs `program` as the unprivileged user nobody (65534), with the same clean
+/// environment as [`etl`], or None when this machine cannot (not root, or no setpriv): the caller
+/// prints why it skips.
+pub fn as_nobody(program: impl AsRef<std::ffi::OsStr>) -> Option<std::process::Command> {
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         return None;
     }
-    let mut probe = std::process::Command::new("setpriv");
-    probe.args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"]);
-    if !probe.status().is_ok_and(|s| s.success()) {
-        return None;
-    }
-    let mut cmd = std::process::Command::new("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", program]);
-    cmd.args(args);
-    Some(cmd)
+    let works = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    works.then(|| {
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(program)
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1");
+        cmd
+    })
+}
+
+/// The frame count, channels and rate libsndfile reads in a WAV file (through python3's
+/// soundfile), or None, with a line saying so, when soundfile is not installed.
+pub fn libsndfile_info(path: &Path) -> Option<(u64, u16, u32)> {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import soundfile, sys; i = soundfile.info(sys.argv[1]); \
+             print(i.frames, i.channels, i.samplerate)",
+        ])
+        .arg(path)
+        .output();
+    let out = match out {
+        Ok(out) if out.status.success() => out,
+        _ => {
+            println!("libsndfile check skipped: python3 with soundfile is not installed");
+            return None;
+        }
+    };
+    let text = String::from_utf8(out.stdout).unwrap();
+    let v: Vec<u64> = text
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    Some((v[0], v[1] as u16, v[2] as u32))
 }

@@ -1,0 +1,686 @@
+//! Never a wrong output: inputs that change while the run reads them, folders that cannot be read,
+//! a scheduler that signals every process of the run, and names that would break a line. Each test
+//! makes the fault as a user would meet it, runs the real `etl`, and checks that the output is
+//! right or absent, that the exit code, the lines and the report tell the truth, and that nothing
+//! is left behind.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+
+use serde_json::Value;
+
+mod common;
+use common::*;
+
+fn etl_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_etl"));
+    cmd.env_remove("RUST_LOG").env("NO_COLOR", "1");
+    cmd
+}
+
+/// The records of a report (its summary left out) and its summary.
+fn records_and_summary(report: &Path) -> (Vec<Value>, Value) {
+    let mut lines = report_lines(report);
+    let summary = lines.pop().expect("a summary line");
+    assert!(summary.get("summary").is_some(), "{summary}");
+    (lines, summary["summary"].clone())
+}
+
+/// A run's stdout and stderr, from files.
+fn finished(out: &Path, err: &Path, status: std::process::ExitStatus) -> Run {
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: fs::read_to_string(out).unwrap(),
+        stderr: fs::read_to_string(err).unwrap(),
+    }
+}
+
+/// Starts `etl ARGS` in `cwd` with its output in files there; returns the child and the files.
+fn start(
+    cwd: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::Child, PathBuf, PathBuf) {
+    let out = cwd.join("etl-stdout.txt");
+    let err = cwd.join("etl-stderr.txt");
+    let child = etl_command()
+        .current_dir(cwd)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out).unwrap())
+        .stderr(fs::File::create(&err).unwrap())
+        .process_group(0)
+        .spawn()
+        .expect("start etl");
+    (child, out, err)
+}
+
+// ---------------------------------------------------------------------------------------------
+// A file still being written, split across workers
+// ---------------------------------------------------------------------------------------------
+
+/// Appends samples to `path` until `stop` is set (and at most 512 MiB), a little at a time, as
+/// a recorder streaming to disk does.
+fn grow(path: PathBuf, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let mut file = fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let chunk: Vec<u8> = (0..16384u32).map(|i| (i * 7 + 3) as u8).collect();
+        let mut written = 0usize;
+        while !stop.load(Ordering::Relaxed) && written < 512 << 20 {
+            file.write_all(&chunk).unwrap();
+            written += chunk.len();
+            thread::sleep(std::time::Duration::from_millis(1));
+        }
+    })
+}
+
+#[test]
+fn a_growing_file_with_a_placeholder_size_is_skipped_or_fails_never_a_wrong_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let input_dir = root.join("in");
+    fs::create_dir(&input_dir).unwrap();
+    let input = input_dir.join("stream.wav");
+    let mut bytes = streaming_header(2, 44100, 16);
+    bytes.extend((0..4u32 << 20).map(|i| (i % 251) as u8));
+    fs::write(&input, &bytes).unwrap();
+    let report = root.join("report.jsonl");
+    // Files of 1 MiB and more are split, so that the parts of this one run on both workers.
+    let split = [("ETL_SPLIT_BYTES", "1048576")];
+    let args = |settle: Option<&'static str>| {
+        let mut a = vec![
+            "run",
+            "--no-progress",
+            "in",
+            "-j",
+            "2",
+            "--sigma",
+            "0",
+            "--report",
+            "report.jsonl",
+        ];
+        if let Some(settle) = settle {
+            a.extend(["--settle", settle]);
+        }
+        a
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = grow(input.clone(), stop.clone());
+
+    // By default a file modified within the last second is still being written: skipped, and a
+    // dry run says so.
+    let dry = run_in(&root, &["in", "--dry-run"]);
+    dry.expect_code(0);
+    assert_eq!(
+        dry.stdout.lines().next(),
+        Some("skip in/stream.wav: still being written"),
+        "{}",
+        dry.stdout
+    );
+    let run = Run::from_output(
+        etl_command()
+            .current_dir(&root)
+            .args(args(None))
+            .envs(split)
+            .output()
+            .unwrap(),
+    );
+    run.expect_code(0);
+    assert_eq!(run.counts(), Counts::new(0, 1, 0), "{}", run.stderr);
+    let (records, summary) = records_and_summary(&report);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["status"], "skipped");
+    assert_eq!(records[0]["reason"], "still being written");
+    assert_eq!(summary["skipped"], 1);
+    assert!(!output_of(&input).exists());
+
+    // Without the settle time it is read while it grows: it changes under every attempt, and
+    // fails without an output.
+    let run = Run::from_output(
+        etl_command()
+            .current_dir(&root)
+            .args(args(Some("0")))
+            .envs(split)
+            .output()
+            .unwrap(),
+    );
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    run.expect_code(1);
+    assert_eq!(run.counts(), Counts::new(0, 0, 1), "{}", run.stderr);
+    assert!(
+        !output_of(&input).exists(),
+        "an output of a file that changed"
+    );
+    assert!(temp_files(&input_dir).is_empty(), "{:?}", names(&input_dir));
+    let (records, summary) = records_and_summary(&report);
+    assert_eq!(records[0]["status"], "failed");
+    assert_eq!(records[0]["error"], "input changed while it was being read");
+    assert_eq!(records[0]["attempts"], 2, "retried once (--retries 1)");
+    assert_eq!(summary["failed"], 1);
+    assert_eq!(
+        run.stderr
+            .lines()
+            .filter(|l| l.contains("input changed while it was being read; starting it again"))
+            .count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.starts_with("ERROR") && l.contains("stream.wav: input changed")),
+        "{}",
+        run.stderr
+    );
+
+    // Once the recording is over, a later run takes it: every byte the file holds, none other.
+    settle(&input);
+    let run = Run::from_output(
+        etl_command()
+            .current_dir(&root)
+            .args(args(None))
+            .envs(split)
+            .output()
+            .unwrap(),
+    );
+    run.expect_code(0);
+    assert_eq!(run.counts(), Counts::new(1, 0, 0), "{}", run.stderr);
+    let final_len = fs::metadata(&input).unwrap().len();
+    let whole_frames = (final_len - 44) / 4 * 4;
+    let out = data_bytes(&output_of(&input));
+    assert_eq!(out.len() as u64, whole_frames);
+    assert!(
+        out == fs::read(&input).unwrap()[44..44 + whole_frames as usize],
+        "the output's samples are not the input's"
+    );
+    if let Some(info) = libsndfile_info(&output_of(&input)) {
+        assert_eq!(info, (whole_frames / 4, 2, 44100));
+    }
+    assert!(temp_files(&input_dir).is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// A file renamed over an input during the run
+// ---------------------------------------------------------------------------------------------
+
+/// Stops (SIGSTOP) a worker of `supervisor` while it holds `input` open, and returns its pid.
+fn stop_a_worker_reading(supervisor: u32, input: &Path) -> u32 {
+    let mut caught = None;
+    wait_for("a worker reading the input", || {
+        for pid in child_pids(supervisor) {
+            if !open_paths(pid).iter().any(|p| p == input) {
+                continue;
+            }
+            send_signal(pid, libc::SIGSTOP);
+            // Stopped at once or a moment later: it must still hold the input once stopped.
+            let stopped = (0..1000).any(|_| {
+                thread::sleep(std::time::Duration::from_millis(1));
+                fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                    s.rsplit_once(')')
+                        .is_some_and(|(_, r)| r.trim_start().starts_with('T'))
+                })
+            });
+            if stopped && open_paths(pid).iter().any(|p| p == input) {
+                caught = Some(pid);
+                return true;
+            }
+            send_signal(pid, libc::SIGCONT);
+        }
+        false
+    });
+    caught.unwrap()
+}
+
+#[test]
+fn an_input_renamed_over_mid_run_gives_the_new_files_output_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let input_dir = root.join("in");
+    fs::create_dir(&input_dir).unwrap();
+    let input = input_dir.join("take.wav");
+    // The old take: stereo 16-bit; the new one: mono 24-bit, another length. A mix of the two
+    // would show in the layout, the length or the bytes.
+    write_tone(&input, spec(2, 44100, 16, false), 1_000_000, 440.0, 0.5);
+    let new = root.join("take-v2.wav");
+    write_tone(&new, spec(1, 48000, 24, false), 900_000, 330.0, 0.25);
+    let new_data = data_bytes(&new);
+    let report = root.join("report.jsonl");
+
+    let (mut child, out, err) = start(
+        &root,
+        &[
+            "run",
+            "--no-progress",
+            "in",
+            "-j",
+            "2",
+            "--sigma",
+            "0",
+            "--report",
+            "report.jsonl",
+        ],
+        &[("ETL_SPLIT_BYTES", "131072")],
+    );
+    let worker = stop_a_worker_reading(child.id(), &input);
+    fs::rename(&new, &input).unwrap();
+    send_signal(worker, libc::SIGCONT);
+    let status = child.wait().unwrap();
+    let run = finished(&out, &err, status);
+
+    run.expect_code(0);
+    assert_eq!(run.counts(), Counts::new(1, 0, 0), "{}", run.stderr);
+    let wav = read_wav(&output_of(&input));
+    assert_eq!(wav.spec, spec(1, 48000, 24, false), "the old file's layout");
+    assert_eq!(wav.frames, 900_000);
+    if let Some(info) = libsndfile_info(&output_of(&input)) {
+        assert_eq!(info, (900_000, 1, 48000));
+    }
+    assert!(
+        data_bytes(&output_of(&input)) == new_data,
+        "the output is not the new file's samples"
+    );
+    let (records, _) = records_and_summary(&report);
+    assert_eq!(records[0]["status"], "ok");
+    assert_eq!(records[0]["frames"], 900_000);
+    assert_eq!(records[0]["channels"], 1);
+    assert!(
+        run.stderr
+            .contains("take.wav: input changed while it was being read; starting it again"),
+        "{}",
+        run.stderr
+    );
+    assert!(temp_files(&input_dir).is_empty(), "{:?}", names(&input_dir));
+}
+
+#[test]
+fn an_input_that_keeps_being_replaced_fails_and_leaves_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let input_dir = root.join("in");
+    fs::create_dir(&input_dir).unwrap();
+    let input = input_dir.join("take.wav");
+    write_tone(&input, spec(2, 44100, 16, false), 1_000_000, 440.0, 0.5);
+    let report = root.join("report.jsonl");
+    let (mut child, out, err) = start(
+        &root,
+        &[
+            "run",
+            "--no-progress",
+            "in",
+            "-j",
+            "2",
+            "--report",
+            "report.jsonl",
+        ],
+        &[("ETL_SPLIT_BYTES", "131072")],
+    );
+    // Replaced during the first attempt and again during the second.
+    for take in 0..2 {
+        let worker = stop_a_worker_reading(child.id(), &input);
+        let next = root.join(format!("take-{take}.wav"));
+        write_tone(
+            &next,
+            spec(2, 44100, 16, false),
+            1_000_000 + take * 10,
+            440.0,
+            0.5,
+        );
+        fs::rename(&next, &input).unwrap();
+        send_signal(worker, libc::SIGCONT);
+    }
+    let status = child.wait().unwrap();
+    let run = finished(&out, &err, status);
+    run.expect_code(1);
+    assert_eq!(run.counts(), Counts::new(0, 0, 1), "{}", run.stderr);
+    assert!(!output_of(&input).exists());
+    assert!(temp_files(&input_dir).is_empty(), "{:?}", names(&input_dir));
+    let (records, summary) = records_and_summary(&report);
+    assert_eq!(records[0]["error"], "input changed while it was being read");
+    assert_eq!(summary["failed"], 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Folders that cannot be read
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_folder_that_cannot_be_listed_fails_the_run() {
+    let Some(_) = as_nobody(Path::new(env!("CARGO_BIN_EXE_etl"))) else {
+        println!("skipped: cannot run as the user nobody here (needs root and setpriv)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+    let input_dir = root.join("in");
+    fs::create_dir_all(input_dir.join("locked")).unwrap();
+    write_tone(
+        &input_dir.join("a.wav"),
+        spec(1, 8000, 16, false),
+        800,
+        440.0,
+        0.5,
+    );
+    write_tone(
+        &input_dir.join("locked/b.wav"),
+        spec(1, 8000, 16, false),
+        800,
+        440.0,
+        0.5,
+    );
+    let chown = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    fs::set_permissions(input_dir.join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
+
+    let etl = Path::new(env!("CARGO_BIN_EXE_etl"));
+    let nobody = |args: &[&str]| {
+        Run::from_output(
+            as_nobody(etl)
+                .unwrap()
+                .current_dir(&root)
+                .args(args)
+                .output()
+                .unwrap(),
+        )
+    };
+    // Under -r: the sub-folder's files were never seen, so the run did not do its job.
+    let run = nobody(&[
+        "run",
+        "--no-progress",
+        "-r",
+        "in",
+        "--report",
+        "report.jsonl",
+    ]);
+    run.expect_code(1);
+    assert_eq!(run.counts(), Counts::new(1, 0, 1), "{}", run.stderr);
+    let errors: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("ERROR"))
+        .collect();
+    assert_eq!(
+        errors,
+        ["ERROR in/locked: cannot list folder: permission denied"],
+        "{}",
+        run.stderr
+    );
+    let (records, summary) = records_and_summary(&root.join("report.jsonl"));
+    let locked: Vec<&Value> = records.iter().filter(|r| r["status"] == "failed").collect();
+    assert_eq!(locked.len(), 1, "{records:?}");
+    assert_eq!(locked[0]["input"], "in/locked");
+    assert_eq!(locked[0]["output"], Value::Null);
+    assert_eq!(locked[0]["error"], "cannot list folder: permission denied");
+    assert_eq!(summary["failed"], 1);
+    assert!(output_of(&input_dir.join("a.wav")).exists());
+
+    // The folder given as the PATH itself.
+    let run = nobody(&["run", "--no-progress", "in/locked"]);
+    run.expect_code(1);
+    assert_eq!(run.counts(), Counts::new(0, 0, 1), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("ERROR in/locked: cannot list folder: permission denied"),
+        "{}",
+        run.stderr
+    );
+
+    fs::set_permissions(input_dir.join("locked"), fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(
+        names(&input_dir.join("locked")),
+        ["b.wav"],
+        "nothing written in it"
+    );
+    assert!(temp_files(&input_dir).is_empty());
+}
+
+#[test]
+fn symbolic_link_loops_are_named_as_loops() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let input_dir = root.join("in");
+    fs::create_dir_all(input_dir.join("sub")).unwrap();
+    write_tone(
+        &input_dir.join("a.wav"),
+        spec(1, 8000, 16, false),
+        800,
+        440.0,
+        0.5,
+    );
+    std::os::unix::fs::symlink("loop.wav", input_dir.join("loop.wav")).unwrap();
+    std::os::unix::fs::symlink("..", input_dir.join("sub/up")).unwrap();
+
+    // Met under -r: a warning that says loop, and the run goes on.
+    let run = run_in(&root, &["-r", "in"]);
+    run.expect_code(0);
+    assert_eq!(run.counts(), Counts::new(1, 0, 0), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("WARN in/loop.wav: skipped: a symbolic link loop"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("dangling"), "{}", run.stderr);
+
+    // Given as a PATH: a failure.
+    let run = run_in(&root, &["in/loop.wav", "--report", "report.jsonl"]);
+    run.expect_code(1);
+    assert_eq!(run.counts(), Counts::new(0, 0, 1), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("ERROR in/loop.wav: a symbolic link loop"),
+        "{}",
+        run.stderr
+    );
+    let (records, _) = records_and_summary(&root.join("report.jsonl"));
+    assert_eq!(records[0]["status"], "failed");
+    assert_eq!(records[0]["error"], "a symbolic link loop");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A scheduler that signals every process of the run
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `etl` on 40 files again and again, stopping it with `sig` as soon as it has finished a
+/// file, by `signal_all(supervisor, sig)`; checks each interrupted run. Returns how many were
+/// interrupted (a run may end before the signal).
+fn cancel_runs(iterations: usize, sig: i32, signal_all: impl Fn(u32, i32)) -> usize {
+    let (code, name) = match sig {
+        libc::SIGTERM => (143, "SIGTERM"),
+        _ => (130, "SIGINT"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let input_dir = root.join("in");
+    gen_fake_data(
+        &input_dir,
+        &[
+            "--count",
+            "40",
+            "--duration",
+            "4",
+            "--channels",
+            "2",
+            "--format",
+            "i16",
+        ],
+    );
+    let report = root.join("report.jsonl");
+    let mut interrupted = 0;
+    for _ in 0..iterations {
+        let _ = fs::remove_file(&report);
+        let (mut child, out, err) = start(
+            &root,
+            &[
+                "run",
+                "--no-progress",
+                "in",
+                "-j",
+                "2",
+                "--force",
+                "--no-fsync",
+                "--report",
+                "report.jsonl",
+            ],
+            &[],
+        );
+        let supervisor = child.id();
+        let mut workers = Vec::new();
+        wait_for("a finished file", || {
+            workers.extend(child_pids(supervisor));
+            !report_lines(&report).is_empty() || child.try_wait().unwrap().is_some()
+        });
+        signal_all(supervisor, sig);
+        let status = child.wait().unwrap();
+        let run = finished(&out, &err, status);
+        if run.code == 0 {
+            continue; // it was over before the signal
+        }
+        interrupted += 1;
+        run.expect_code(code);
+        assert!(!run.stderr.contains("retrying"), "{}", run.stderr);
+        let warnings: Vec<&str> = run
+            .stderr
+            .lines()
+            .filter(|l| {
+                l.trim_start().starts_with("WARN")
+                    && !l.contains(&format!("{name}: stopping workers"))
+            })
+            .collect();
+        assert!(warnings.is_empty(), "{}", run.stderr);
+        let (records, summary) = records_and_summary(&report);
+        assert_eq!(summary["end"], format!("interrupted by {name}"));
+        assert_eq!(summary["failed"], 0, "{}", run.stderr);
+        assert!(records.iter().all(|r| r["status"] == "ok"), "{records:?}");
+        for r in &records {
+            let input = root.join(r["input"].as_str().unwrap());
+            let output = read_wav(&output_of(&input));
+            assert_eq!(output.frames, 4 * 44100, "{}", input.display());
+        }
+        assert_eq!(records.len() as u64, run.counts().ok);
+        assert!(temp_files(&input_dir).is_empty(), "{:?}", names(&input_dir));
+        for w in workers.iter().chain([&supervisor]) {
+            wait_for("the run's processes to be gone", || !process_alive(*w));
+        }
+    }
+    println!("{interrupted} of {iterations} runs were interrupted");
+    interrupted
+}
+
+#[test]
+fn sigterm_to_the_process_group_stops_the_run_without_a_retry() {
+    let interrupted = cancel_runs(10, libc::SIGTERM, |supervisor, sig| {
+        // kill -TERM -- -PGID: the supervisor leads its group.
+        // SAFETY: kill(2) with a negative pid signals a process group; no memory effects.
+        unsafe {
+            libc::kill(-(supervisor as i32), sig);
+        }
+    });
+    assert!(
+        interrupted >= 5,
+        "only {interrupted} of 10 runs were still going"
+    );
+}
+
+#[test]
+fn sigterm_to_every_process_at_once_stops_the_run_without_a_retry() {
+    let interrupted = cancel_runs(15, libc::SIGTERM, |supervisor, sig| {
+        // As scancel or a cgroup kill: every process of the run, workers first.
+        let mut pids = child_pids(supervisor);
+        pids.push(supervisor);
+        for pid in pids {
+            send_signal(pid, sig);
+        }
+    });
+    assert!(
+        interrupted >= 7,
+        "only {interrupted} of 15 runs were still going"
+    );
+}
+
+#[test]
+fn sigint_to_every_process_at_once_stops_the_run_without_a_retry() {
+    let interrupted = cancel_runs(10, libc::SIGINT, |supervisor, sig| {
+        let mut pids = child_pids(supervisor);
+        pids.push(supervisor);
+        for pid in pids {
+            send_signal(pid, sig);
+        }
+    });
+    assert!(
+        interrupted >= 5,
+        "only {interrupted} of 10 runs were still going"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Names that would break a line
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_name_with_a_newline_is_one_line_in_plain_text_and_exact_in_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let input_dir = root.join("in");
+    fs::create_dir(&input_dir).unwrap();
+    let good = input_dir.join("two\nlines\t\u{1b}[31mred é.wav");
+    write_tone(&good, spec(1, 8000, 16, false), 800, 440.0, 0.5);
+    let bad = input_dir.join(std::ffi::OsStr::from_bytes(b"not\naudio\xff.wav"));
+    fs::write(&bad, "text, not audio\n").unwrap();
+    settle(&bad);
+
+    let run = run_in(&root, &["in", "--report", "report.jsonl"]);
+    run.expect_code(1);
+    assert_eq!(run.counts(), Counts::new(1, 0, 1), "{}", run.stderr);
+    assert_eq!(
+        run.completed(),
+        ["in/two\\nlines\\t\\x1b[31mred é.wav"],
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains('\u{1b}'));
+    // Every line of the log names its file: none starts half-way through a name.
+    for line in run.stderr.lines() {
+        assert!(
+            ["INFO", "WARN", "ERROR"]
+                .iter()
+                .any(|l| line.trim_start().starts_with(l)),
+            "{line:?} in\n{}",
+            run.stderr
+        );
+    }
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l == "ERROR in/not\\naudio\\xff.wav: not a WAV file: no RIFF/WAVE header"),
+        "{}",
+        run.stderr
+    );
+    // The report is JSON: the name as it is.
+    let (records, _) = records_and_summary(&root.join("report.jsonl"));
+    let inputs: Vec<&str> = records
+        .iter()
+        .map(|r| r["input"].as_str().unwrap())
+        .collect();
+    assert!(
+        inputs.contains(&"in/two\nlines\t\u{1b}[31mred é.wav"),
+        "{inputs:?}"
+    );
+    assert!(output_of(&good).exists());
+    assert!(temp_files(&input_dir).is_empty());
+}
