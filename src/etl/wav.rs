@@ -6,6 +6,20 @@
 //! write disjoint block ranges in place), and the data size as declared (so that the placeholders
 //! streaming writers leave, 0 and 0xFFFFFFFF, can be told apart from a truncated file). What the
 //! `fmt ` chunk *means* is decided by hound.
+//!
+//! A data size of 0, 0xFFFFFFFF or (when larger than the file) sox's 0x7FFFF000 is a placeholder
+//! only where the data chunk runs to the end of the file. 0xFFFFFFFF and sox's size reach past
+//! the file's end, so the samples are taken to run to it. A size of 0 is also what a genuinely
+//! empty recording declares; it is taken as a placeholder unless the bytes after the data
+//! chunk's header read as a chain of well-formed chunks (four printable ASCII characters and a
+//! size that fits in the file, each one) that ends exactly at the end of the file, as a LIST or
+//! `afsp` chunk after an empty data chunk does. Then the recording is empty: 0 frames, as
+//! libsndfile and scipy read it. Samples that happen to look like one chunk header almost never
+//! chain to the file's last byte.
+//!
+//! The walk reads headers through a window of [`WINDOW`] bytes that moves forward over the
+//! file, so a header made of a million tiny chunks costs a few hundred reads, not a million,
+//! and a large chunk is skipped without reading it.
 
 use std::fmt;
 use std::fs::File;
@@ -133,13 +147,14 @@ impl From<io::Error> for WavError {
     }
 }
 
-/// The data sizes that streaming writers leave when they cannot seek back to fill them in:
-/// 0, 0xFFFFFFFF (ffmpeg on a pipe) and 0x7FFFF000 (sox on a pipe; only a placeholder when the
-/// file is shorter, since a real file can hold that much).
-const PLACEHOLDER_SIZES: [u32; 2] = [0, u32::MAX];
+/// The data size sox leaves on a pipe (only a placeholder when the file is shorter, since a real
+/// file can hold that much). The others, 0 and 0xFFFFFFFF, are matched where they are used.
 const SOX_PIPE_SIZE: u32 = 0x7FFF_F000;
 /// A `fmt ` chunk larger than this is not a real one.
 const MAX_FMT_LEN: u32 = 1024;
+
+/// Bytes of the file read at a time while walking the chunks.
+const WINDOW: usize = 64 << 10;
 
 /// Reads the header of `file` and finds its samples.
 pub fn probe(file: &File) -> Result<WavInfo, WavError> {
@@ -147,8 +162,9 @@ pub fn probe(file: &File) -> Result<WavInfo, WavError> {
     if file_len == 0 {
         return Err(WavError::Empty);
     }
-    let mut riff = [0u8; 12];
-    let got = read_up_to(file, &mut riff, 0)?;
+    let mut reader = Window::new(file, file_len);
+    let riff = reader.bytes(0, 12)?.to_vec();
+    let got = riff.len();
     match &riff[..4.min(got)] {
         b"RIFF" if got == 12 && &riff[8..12] == b"WAVE" => {}
         b"RF64" | b"BW64" => {
@@ -167,26 +183,26 @@ pub fn probe(file: &File) -> Result<WavInfo, WavError> {
     let mut pos = 12u64;
     let mut fmt_chunk: Option<Vec<u8>> = None;
     loop {
-        let mut head = [0u8; 8];
-        if read_up_to(file, &mut head, pos)? < 8 {
+        let head = reader.bytes(pos, 8)?;
+        if head.len() < 8 {
             return Err(match fmt_chunk {
                 None => WavError::NotWav("no fmt chunk".into()),
                 Some(_) => WavError::Malformed("no data chunk".into()),
             });
         }
-        let id = &head[..4];
-        let size = u32::from_le_bytes(head[4..].try_into().unwrap());
+        let id: [u8; 4] = head[..4].try_into().unwrap();
+        let size = u32::from_le_bytes(head[4..8].try_into().unwrap());
         let body = pos + 8;
-        match id {
+        match &id {
             b"fmt " => {
                 if size > MAX_FMT_LEN {
                     return Err(WavError::Malformed(format!("fmt chunk of {size} bytes")));
                 }
-                let mut bytes = vec![0u8; size as usize];
-                if read_up_to(file, &mut bytes, body)? < bytes.len() {
+                let bytes = reader.bytes(body, size as usize)?;
+                if bytes.len() < size as usize {
                     return Err(WavError::Malformed("fmt chunk cut short".into()));
                 }
-                fmt_chunk = Some(bytes);
+                fmt_chunk = Some(bytes.to_vec());
             }
             b"data" => {
                 let Some(fmt_chunk) = fmt_chunk else {
@@ -194,8 +210,12 @@ pub fn probe(file: &File) -> Result<WavInfo, WavError> {
                 };
                 let layout = interpret_fmt(&fmt_chunk)?;
                 let holds = file_len.saturating_sub(body);
-                let recovered = PLACEHOLDER_SIZES.contains(&size)
-                    || (size == SOX_PIPE_SIZE && size as u64 > holds);
+                let recovered = match size {
+                    0 => holds > 0 && !chunks_follow(&mut reader, body)?,
+                    u32::MAX => true,
+                    SOX_PIPE_SIZE => size as u64 > holds,
+                    _ => false,
+                };
                 let declared = if recovered { holds } else { size as u64 };
                 if declared > holds {
                     return Err(WavError::Truncated {
@@ -216,6 +236,67 @@ pub fn probe(file: &File) -> Result<WavInfo, WavError> {
         }
         // Chunks are padded to an even size.
         pos = body + size as u64 + (size as u64 & 1);
+    }
+}
+
+/// True when the bytes from `pos` to the end of the file are a chain of well-formed chunks:
+/// each a header of four printable ASCII characters and a size that fits in the file, the last
+/// ending at the file's end (its pad byte may be missing). Then a data chunk of size 0 before
+/// `pos` is really empty, not a placeholder for samples that run to the end.
+fn chunks_follow(reader: &mut Window, mut pos: u64) -> Result<bool, WavError> {
+    let file_len = reader.file_len;
+    while pos < file_len {
+        let head = reader.bytes(pos, 8)?;
+        if head.len() < 8 || !head[..4].iter().all(|b| (0x20..=0x7E).contains(b)) {
+            return Ok(false);
+        }
+        let size = u32::from_le_bytes(head[4..8].try_into().unwrap()) as u64;
+        let end = pos + 8 + size;
+        if end > file_len {
+            return Ok(false);
+        }
+        pos = end + (size & 1);
+    }
+    Ok(true)
+}
+
+/// A window of the file that moves forward as the chunk walk asks for bytes: small reads are
+/// served from memory, a skip past the window costs one read at the new place.
+struct Window<'a> {
+    file: &'a File,
+    file_len: u64,
+    /// The file's bytes from `start`.
+    buf: Vec<u8>,
+    start: u64,
+}
+
+impl<'a> Window<'a> {
+    fn new(file: &'a File, file_len: u64) -> Self {
+        Window {
+            file,
+            file_len,
+            buf: Vec::new(),
+            start: 0,
+        }
+    }
+
+    /// Up to `len` bytes from `pos`: fewer only where the file ends.
+    fn bytes(&mut self, pos: u64, len: usize) -> io::Result<&[u8]> {
+        if pos >= self.file_len {
+            return Ok(&[]);
+        }
+        let end = (pos + len as u64).min(self.file_len);
+        if pos < self.start || end > self.start + self.buf.len() as u64 {
+            let want = (end.saturating_sub(pos) as usize).max(WINDOW);
+            let want = want.min(self.file_len.saturating_sub(pos) as usize);
+            self.buf.resize(want, 0);
+            let got = read_up_to(self.file, &mut self.buf, pos)?;
+            self.buf.truncate(got);
+            self.start = pos;
+        }
+        let from = (pos - self.start) as usize;
+        let to = ((end - self.start) as usize).min(self.buf.len());
+        Ok(&self.buf[from.min(to)..to])
     }
 }
 
