@@ -204,6 +204,9 @@ pub enum FormatArg {
     I24,
     I32,
     U8,
+    F64,
+    Alaw,
+    Ulaw,
 }
 
 impl From<FormatArg> for Encoding {
@@ -214,6 +217,9 @@ impl From<FormatArg> for Encoding {
             FormatArg::I24 => Encoding::I24,
             FormatArg::I32 => Encoding::I32,
             FormatArg::U8 => Encoding::U8,
+            FormatArg::F64 => Encoding::F64,
+            FormatArg::Alaw => Encoding::ALaw,
+            FormatArg::Ulaw => Encoding::MuLaw,
         }
     }
 }

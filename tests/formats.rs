@@ -138,3 +138,167 @@ fn a_million_tiny_chunks_before_the_data_are_walked_quickly() {
     let sd = std(&noise);
     assert!((sd / 0.01 - 1.0).abs() < 0.05, "noise std {sd}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Every subtype libsndfile writes, read back by libsndfile
+// ---------------------------------------------------------------------------------------------
+
+/// Writes, with libsndfile, one file per container, transformable subtype and channel count
+/// (1, 2, 6) into `dir`: `<CONTAINER>-<SUBTYPE>-<channels>.wav`, `frames` frames of a tone per
+/// channel at amplitude 0.5. Prints the names written.
+const WRITE_ALL_SUBTYPES: &str = r#"
+dir, frames = sys.argv[1], int(sys.argv[2])
+t = np.arange(frames) / 8000
+for fmt in ["WAV", "WAVEX", "RF64", "W64"]:
+    for st in ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE", "ALAW", "ULAW"]:
+        for ch in [1, 2, 6]:
+            x = np.stack([0.5 * np.sin(2 * np.pi * (440 + 110 * c) * t) for c in range(ch)], axis=1)
+            name = f"{fmt}-{st}-{ch}.wav"
+            sf.write(f"{dir}/{name}", x, 8000, subtype=st, format=fmt)
+            print(name)
+"#;
+
+/// For each input named in argv[2:] (in folder argv[1]) and its `-transformed` output: libsndfile's
+/// view of both (`format subtype channels rate frames`), whether the samples are identical, and
+/// the standard deviation of output minus input in the decoded domain. One line each:
+/// `name|input view|output view|identical|std`.
+const COMPARE: &str = r#"
+dir = sys.argv[1]
+for name in sys.argv[2:]:
+    a, b = f"{dir}/{name}", f"{dir}/{name[:-4]}-transformed.wav"
+    view = lambda p: (lambda i: f"{i.format} {i.subtype} {i.channels} {i.samplerate} {i.frames}")(sf.info(p))
+    x, _ = sf.read(a, dtype="float64", always_2d=True)
+    y, _ = sf.read(b, dtype="float64", always_2d=True)
+    same = x.shape == y.shape and np.array_equal(x, y)
+    sd = float((y - x).std()) if x.shape == y.shape else -1.0
+    print(f"{name}|{view(a)}|{view(b)}|{same}|{sd}")
+"#;
+
+struct Compared {
+    name: String,
+    input: String,
+    output: String,
+    identical: bool,
+    std: f64,
+}
+
+fn compare(dir: &Path, names: &[String]) -> Vec<Compared> {
+    let mut args = vec![s(dir)];
+    args.extend(names.iter().map(String::as_str));
+    soundfile_py(COMPARE, &args)
+        .lines()
+        .map(|line| {
+            let f: Vec<&str> = line.split('|').collect();
+            Compared {
+                name: f[0].into(),
+                input: f[1].into(),
+                output: f[2].into(),
+                identical: f[3] == "True",
+                std: f[4].parse().unwrap(),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn every_subtype_libsndfile_writes_comes_back_in_its_own_format() {
+    if !have_soundfile() {
+        println!("skipped: python soundfile (libsndfile) is not installed");
+        return;
+    }
+    let dir = tempdir();
+    let names: Vec<String> = soundfile_py(WRITE_ALL_SUBTYPES, &[s(dir.path()), "4000"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(names.len(), 4 * 8 * 3);
+
+    let run = run_in(dir.path(), &[".", "--sigma", "0", "--seed", "1"]);
+    run.expect_code(0);
+    assert_eq!(run.counts(), Counts::new(96, 0, 0));
+    for c in compare(dir.path(), &names) {
+        assert_eq!(
+            c.output, c.input,
+            "{}: format read back by libsndfile",
+            c.name
+        );
+        assert!(c.identical, "{}: samples at sigma 0", c.name);
+    }
+    // Wave64 stays Wave64, RF64 stays RF64 (checked on the magic as well as by libsndfile).
+    let magic = |name: &str| fs::read(dir.path().join(name)).unwrap()[..4].to_vec();
+    assert_eq!(magic("RF64-DOUBLE-2-transformed.wav"), b"RF64");
+    assert_eq!(magic("W64-ALAW-6-transformed.wav"), b"riff");
+    assert_eq!(magic("WAVEX-PCM_24-6-transformed.wav"), b"RIFF");
+
+    // Noise of the asked size in the decoded domain, for every one of them.
+    let run = run_in(
+        dir.path(),
+        &[".", "--sigma", "0.1", "--seed", "1", "--force"],
+    );
+    run.expect_code(0);
+    for c in compare(dir.path(), &names) {
+        assert_eq!(
+            c.output, c.input,
+            "{}: format read back by libsndfile",
+            c.name
+        );
+        // 4000 frames: the standard error of the std is 1.1% for mono.
+        assert!(
+            (c.std / 0.1 - 1.0).abs() < 0.05,
+            "{}: noise std {} for sigma 0.1",
+            c.name,
+            c.std
+        );
+    }
+}
+
+#[test]
+fn compressed_encodings_are_refused_naming_the_encoding_and_its_tag() {
+    if !have_soundfile() {
+        println!("skipped: python soundfile (libsndfile) is not installed");
+        return;
+    }
+    let dir = tempdir();
+    soundfile_py(
+        r#"
+x = 0.3 * np.sin(np.arange(4000) / 10)
+for fmt, st in [("WAV", "IMA_ADPCM"), ("WAV", "MS_ADPCM"), ("WAV", "GSM610"), ("WAV", "G721_32"),
+                ("W64", "IMA_ADPCM")]:
+    sf.write(f"{sys.argv[1]}/{fmt}-{st}.wav", x, 8000, subtype=st, format=fmt)
+"#,
+        &[s(dir.path())],
+    );
+    let cases = [
+        (
+            "WAV-IMA_ADPCM.wav",
+            "unsupported encoding: IMA ADPCM (format tag 0x0011): compressed encodings are not transformed",
+        ),
+        (
+            "WAV-MS_ADPCM.wav",
+            "unsupported encoding: Microsoft ADPCM (format tag 0x0002): compressed encodings are not transformed",
+        ),
+        (
+            "WAV-GSM610.wav",
+            "unsupported encoding: GSM 6.10 (format tag 0x0031): compressed encodings are not transformed",
+        ),
+        (
+            "WAV-G721_32.wav",
+            "unsupported encoding: G.721 ADPCM (format tag 0x0040): compressed encodings are not transformed",
+        ),
+        (
+            "W64-IMA_ADPCM.wav",
+            "unsupported encoding: IMA ADPCM (format tag 0x0011): compressed encodings are not transformed (in a Wave64 file)",
+        ),
+    ];
+    for (name, message) in cases {
+        let run = run_one(&dir.path().join(name), &[]);
+        run.expect_code(1);
+        let line = format!("{}: {message}", dir.path().join(name).display());
+        assert!(
+            run.stderr.lines().any(|l| l.ends_with(&line)),
+            "{name}: wanted a line ending {line:?}\n{}",
+            run.stderr
+        );
+        assert!(!output_of(&dir.path().join(name)).exists());
+    }
+}

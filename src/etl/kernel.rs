@@ -18,6 +18,47 @@ use super::noise::Simd;
 use super::noise::{BlockNoise, GROUP};
 use super::wav::Encoding;
 
+/// The one table of encodings: which [`Sample`] type decodes and encodes each. Every function
+/// that works on samples goes through it, so adding an encoding is a row here and its type below.
+macro_rules! with_sample {
+    ($encoding:expr, $S:ident => $body:expr) => {
+        match $encoding {
+            Encoding::U8 => {
+                type $S = U8;
+                $body
+            }
+            Encoding::I16 => {
+                type $S = I16;
+                $body
+            }
+            Encoding::I24 => {
+                type $S = I24;
+                $body
+            }
+            Encoding::I32 => {
+                type $S = I32;
+                $body
+            }
+            Encoding::F32 => {
+                type $S = F32;
+                $body
+            }
+            Encoding::F64 => {
+                type $S = F64;
+                $body
+            }
+            Encoding::ALaw => {
+                type $S = ALaw;
+                $body
+            }
+            Encoding::MuLaw => {
+                type $S = MuLaw;
+                $body
+            }
+        }
+    };
+}
+
 /// Samples per piece: noise for it is drawn, then added. A multiple of [`GROUP`].
 pub const CHUNK: usize = 64 * GROUP;
 
@@ -44,6 +85,57 @@ pub fn add_block_noise(
     add_block_noise_portable(encoding, sigma, noise, buf)
 }
 
+/// [`add_block_noise`] for integer samples of which only the top `valid_bits` of the container
+/// carry the signal (20 bits in 3 bytes, 24 in 4...): the results are rounded to that grid and
+/// the unused low bits are zero. These rarer files take the portable path.
+pub fn add_block_noise_on_grid(
+    encoding: Encoding,
+    valid_bits: u16,
+    sigma: f64,
+    noise: &mut BlockNoise,
+    buf: &mut [u8],
+) -> u64 {
+    if valid_bits == 0 || valid_bits >= encoding.bits() || encoding.is_companded() {
+        return add_block_noise(encoding, sigma, noise, buf);
+    }
+    if sigma == 0.0 {
+        return 0;
+    }
+    let mut z = [0f64; CHUNK];
+    let mut clipped = 0;
+    macro_rules! on_grid {
+        ($S:ty) => {
+            for piece in buf.chunks_mut(CHUNK * <$S>::BYTES) {
+                let z = &mut z[..piece.len() / <$S>::BYTES];
+                noise.fill(sigma, z);
+                clipped += apply_on_grid::<$S>(z, piece, valid_bits);
+            }
+        };
+    }
+    match encoding {
+        Encoding::U8 => on_grid!(U8),
+        Encoding::I16 => on_grid!(I16),
+        Encoding::I24 => on_grid!(I24),
+        Encoding::I32 => on_grid!(I32),
+        // Floats and G.711 have no valid-bits form (the test above sends them on).
+        Encoding::F32 | Encoding::F64 | Encoding::ALaw | Encoding::MuLaw => {}
+    }
+    clipped
+}
+
+/// Adds `noise` and rounds to a grid of `valid_bits` bits at the top of the container.
+fn apply_on_grid<S: IntSample>(noise: &[f64], buf: &mut [u8], valid_bits: u16) -> u64 {
+    let scale = (1u64 << (valid_bits - 1)) as f64;
+    let shift = S::BYTES as u32 * 8 - valid_bits as u32;
+    let mut clipped = 0u64;
+    for (n, raw) in noise.iter().zip(S::samples(buf)) {
+        let y = S::decode(*raw) + n;
+        clipped += u64::from(y > 1.0) + u64::from(y < -1.0);
+        *raw = S::from_int(to_int(y, scale) << shift);
+    }
+    clipped
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn add_block_noise_avx2(
@@ -53,13 +145,7 @@ fn add_block_noise_avx2(
     buf: &mut [u8],
 ) -> u64 {
     let fill = |noise: &mut BlockNoise, sigma, z: &mut [f64]| noise.fill_avx2(sigma, z);
-    match encoding {
-        Encoding::U8 => block::<U8>(sigma, noise, buf, fill),
-        Encoding::I16 => block::<I16>(sigma, noise, buf, fill),
-        Encoding::I24 => block::<I24>(sigma, noise, buf, fill),
-        Encoding::I32 => block::<I32>(sigma, noise, buf, fill),
-        Encoding::F32 => block::<F32>(sigma, noise, buf, fill),
-    }
+    with_sample!(encoding, S => block::<S>(sigma, noise, buf, fill))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -71,13 +157,7 @@ fn add_block_noise_avx512(
     buf: &mut [u8],
 ) -> u64 {
     let fill = |noise: &mut BlockNoise, sigma, z: &mut [f64]| noise.fill_avx512(sigma, z);
-    match encoding {
-        Encoding::U8 => block::<U8>(sigma, noise, buf, fill),
-        Encoding::I16 => block::<I16>(sigma, noise, buf, fill),
-        Encoding::I24 => block::<I24>(sigma, noise, buf, fill),
-        Encoding::I32 => block::<I32>(sigma, noise, buf, fill),
-        Encoding::F32 => block::<F32>(sigma, noise, buf, fill),
-    }
+    with_sample!(encoding, S => block::<S>(sigma, noise, buf, fill))
 }
 
 fn add_block_noise_portable(
@@ -87,13 +167,7 @@ fn add_block_noise_portable(
     buf: &mut [u8],
 ) -> u64 {
     let fill = BlockNoise::fill_portable;
-    match encoding {
-        Encoding::U8 => block::<U8>(sigma, noise, buf, fill),
-        Encoding::I16 => block::<I16>(sigma, noise, buf, fill),
-        Encoding::I24 => block::<I24>(sigma, noise, buf, fill),
-        Encoding::I32 => block::<I32>(sigma, noise, buf, fill),
-        Encoding::F32 => block::<F32>(sigma, noise, buf, fill),
-    }
+    with_sample!(encoding, S => block::<S>(sigma, noise, buf, fill))
 }
 
 #[inline(always)]
@@ -141,13 +215,7 @@ fn add_noise_avx512(encoding: Encoding, noise: &[f64], buf: &mut [u8]) -> u64 {
 
 #[inline(always)]
 fn add_noise_portable(encoding: Encoding, noise: &[f64], buf: &mut [u8]) -> u64 {
-    match encoding {
-        Encoding::U8 => apply::<U8>(noise, buf),
-        Encoding::I16 => apply::<I16>(noise, buf),
-        Encoding::I24 => apply::<I24>(noise, buf),
-        Encoding::I32 => apply::<I32>(noise, buf),
-        Encoding::F32 => apply::<F32>(noise, buf),
-    }
+    with_sample!(encoding, S => apply::<S>(noise, buf))
 }
 
 #[inline(always)]
@@ -172,12 +240,17 @@ pub fn sum_of_squares(encoding: Encoding, input: &[u8]) -> f64 {
             })
             .sum()
     }
-    match encoding {
-        Encoding::U8 => sum::<U8>(input),
-        Encoding::I16 => sum::<I16>(input),
-        Encoding::I24 => sum::<I24>(input),
-        Encoding::I32 => sum::<I32>(input),
-        Encoding::F32 => sum::<F32>(input),
+    with_sample!(encoding, S => sum::<S>(input))
+}
+
+/// Reverses the bytes of every sample in `buf`: big-endian (RIFX) samples to little-endian and
+/// back.
+pub fn swap_bytes(encoding: Encoding, buf: &mut [u8]) {
+    let n = encoding.bytes();
+    if n > 1 {
+        for sample in buf.chunks_exact_mut(n) {
+            sample.reverse();
+        }
     }
 }
 
@@ -188,13 +261,7 @@ pub fn encode(encoding: Encoding, values: &[f64], output: &mut [u8]) {
             *out = S::encode(*v);
         }
     }
-    match encoding {
-        Encoding::U8 => enc::<U8>(values, output),
-        Encoding::I16 => enc::<I16>(values, output),
-        Encoding::I24 => enc::<I24>(values, output),
-        Encoding::I32 => enc::<I32>(values, output),
-        Encoding::F32 => enc::<F32>(values, output),
-    }
+    with_sample!(encoding, S => enc::<S>(values, output))
 }
 
 trait Sample {
@@ -366,16 +433,181 @@ impl Sample for F32 {
     }
 }
 
+/// Integer samples, which can also be written from a value already scaled to the container.
+trait IntSample: Sample {
+    /// Encodes a value in [-2^(bits-1), 2^(bits-1) - 1].
+    fn from_int(v: i32) -> Self::Raw;
+}
+
+impl IntSample for U8 {
+    #[inline(always)]
+    fn from_int(v: i32) -> [u8; 1] {
+        [(v + 128) as u8]
+    }
+}
+
+impl IntSample for I16 {
+    #[inline(always)]
+    fn from_int(v: i32) -> [u8; 2] {
+        (v as i16).to_le_bytes()
+    }
+}
+
+impl IntSample for I24 {
+    #[inline(always)]
+    fn from_int(v: i32) -> [u8; 3] {
+        let [a, b, c, _] = v.to_le_bytes();
+        [a, b, c]
+    }
+}
+
+impl IntSample for I32 {
+    #[inline(always)]
+    fn from_int(v: i32) -> [u8; 4] {
+        v.to_le_bytes()
+    }
+}
+
+struct F64;
+impl Sample for F64 {
+    const BYTES: usize = 8;
+    type Raw = [u8; 8];
+    #[inline(always)]
+    fn decode(b: [u8; 8]) -> f64 {
+        f64::from_le_bytes(b)
+    }
+    #[inline(always)]
+    fn encode(y: f64) -> [u8; 8] {
+        clip(y).to_le_bytes()
+    }
+}
+
+/// G.711 A-law: decoded through the standard table to 16-bit linear, encoded back by the
+/// standard segment search (CCITT G.711, as in the reference `g711.c` libsndfile and sox use).
+/// Every code decodes to the middle of its interval, so decoding then encoding gives the code back.
+struct ALaw;
+impl Sample for ALaw {
+    const BYTES: usize = 1;
+    type Raw = [u8; 1];
+    #[inline(always)]
+    fn decode(b: [u8; 1]) -> f64 {
+        ALAW_TO_LINEAR[b[0] as usize] as f64 * (1.0 / 32768.0)
+    }
+    #[inline(always)]
+    fn encode(y: f64) -> [u8; 1] {
+        [linear_to_alaw(to_int(y, 32768.0))]
+    }
+}
+
+/// G.711 µ-law, like [`ALaw`]. Its two zero codes (0xFF and 0x7F) both decode to 0; only a
+/// sigma of 0 (which leaves the bytes alone) keeps a 0x7F.
+struct MuLaw;
+impl Sample for MuLaw {
+    const BYTES: usize = 1;
+    type Raw = [u8; 1];
+    #[inline(always)]
+    fn decode(b: [u8; 1]) -> f64 {
+        ULAW_TO_LINEAR[b[0] as usize] as f64 * (1.0 / 32768.0)
+    }
+    #[inline(always)]
+    fn encode(y: f64) -> [u8; 1] {
+        [linear_to_ulaw(to_int(y, 32768.0))]
+    }
+}
+
+const fn alaw_to_linear(code: u8) -> i16 {
+    let a = code ^ 0x55;
+    let mut t = ((a & 0x0F) as i32) << 4;
+    let seg = ((a & 0x70) >> 4) as i32;
+    match seg {
+        0 => t += 8,
+        1 => t += 0x108,
+        _ => {
+            t += 0x108;
+            t <<= seg - 1;
+        }
+    }
+    (if a & 0x80 != 0 { t } else { -t }) as i16
+}
+
+const fn ulaw_to_linear(code: u8) -> i16 {
+    const BIAS: i32 = 0x84;
+    let u = !code;
+    let mut t = (((u & 0x0F) as i32) << 3) + BIAS;
+    t <<= ((u & 0x70) >> 4) as i32;
+    (if u & 0x80 != 0 { BIAS - t } else { t - BIAS }) as i16
+}
+
+const ALAW_TO_LINEAR: [i16; 256] = g711_table(true);
+const ULAW_TO_LINEAR: [i16; 256] = g711_table(false);
+
+const fn g711_table(alaw: bool) -> [i16; 256] {
+    let mut t = [0i16; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = if alaw {
+            alaw_to_linear(i as u8)
+        } else {
+            ulaw_to_linear(i as u8)
+        };
+        i += 1;
+    }
+    t
+}
+
+/// The segment of a magnitude: the first whose end it does not pass (8 when beyond all).
+#[inline(always)]
+fn segment(v: i32, ends: &[i32; 8]) -> i32 {
+    ends.iter().take_while(|&&end| v > end).count() as i32
+}
+
+/// A 16-bit linear value to A-law.
+#[inline(always)]
+fn linear_to_alaw(pcm: i32) -> u8 {
+    const ENDS: [i32; 8] = [0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF];
+    let v = pcm >> 3;
+    let (mask, v) = if v >= 0 { (0xD5, v) } else { (0x55, -v - 1) };
+    let seg = segment(v, &ENDS);
+    let code = if seg >= 8 {
+        0x7F
+    } else if seg < 2 {
+        (seg << 4) | ((v >> 1) & 0x0F)
+    } else {
+        (seg << 4) | ((v >> seg) & 0x0F)
+    };
+    (code ^ mask) as u8
+}
+
+/// A 16-bit linear value to µ-law.
+#[inline(always)]
+fn linear_to_ulaw(pcm: i32) -> u8 {
+    const ENDS: [i32; 8] = [0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF];
+    const CLIP: i32 = 8159;
+    let v = pcm >> 2;
+    let (mask, v) = if v < 0 { (0x7F, -v) } else { (0xFF, v) };
+    let v = v.min(CLIP) + (0x84 >> 2);
+    let seg = segment(v, &ENDS);
+    let code = if seg >= 8 {
+        0x7F
+    } else {
+        (seg << 4) | ((v >> (seg + 1)) & 0x0F)
+    };
+    (code ^ mask) as u8
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const ALL: [Encoding; 5] = [
+    const ALL: [Encoding; 8] = [
         Encoding::U8,
         Encoding::I16,
         Encoding::I24,
         Encoding::I32,
         Encoding::F32,
+        Encoding::F64,
+        Encoding::ALaw,
+        Encoding::MuLaw,
     ];
 
     /// Every extreme and a spread of ordinary samples of each format, as bytes.
@@ -423,7 +655,11 @@ mod tests {
 
     #[test]
     fn zero_noise_gives_back_every_integer_sample() {
-        for enc in ALL.into_iter().filter(|e| !e.is_float()) {
+        // µ-law's second zero (0x7F) comes back as 0xFF: see the G.711 test below.
+        for enc in ALL
+            .into_iter()
+            .filter(|e| !e.is_float() && *e != Encoding::MuLaw)
+        {
             let bytes = samples(enc);
             let mut buf = bytes.clone();
             assert_eq!(
@@ -524,5 +760,80 @@ mod tests {
             add_block_noise(enc, sigma, &mut BlockNoise::new(8, 9), &mut buf);
             assert_eq!(buf, expected, "{enc}");
         }
+    }
+
+    #[test]
+    fn g711_codes_decode_to_the_standard_values_and_encode_back() {
+        let decode = |enc, code: u8| {
+            let mut z = [0.0];
+            let mut buf = [code];
+            add_noise(enc, &[0.0], &mut buf);
+            z[0] = match enc {
+                Encoding::ALaw => ALAW_TO_LINEAR[code as usize] as f64,
+                _ => ULAW_TO_LINEAR[code as usize] as f64,
+            };
+            (buf[0], z[0])
+        };
+        // The reference values of G.711's tables (as libsndfile and sox decode them).
+        assert_eq!(decode(Encoding::ALaw, 0xD5), (0xD5, 8.0));
+        assert_eq!(decode(Encoding::ALaw, 0x55), (0x55, -8.0));
+        assert_eq!(decode(Encoding::ALaw, 0xAA), (0xAA, 32256.0));
+        assert_eq!(decode(Encoding::ALaw, 0x2A), (0x2A, -32256.0));
+        assert_eq!(decode(Encoding::MuLaw, 0xFF), (0xFF, 0.0));
+        assert_eq!(decode(Encoding::MuLaw, 0x7F), (0xFF, 0.0));
+        assert_eq!(decode(Encoding::MuLaw, 0x80), (0x80, 32124.0));
+        assert_eq!(decode(Encoding::MuLaw, 0x00), (0x00, -32124.0));
+        for code in 0..=255u8 {
+            assert_eq!(decode(Encoding::ALaw, code).0, code);
+            if code != 0x7F {
+                assert_eq!(decode(Encoding::MuLaw, code).0, code);
+            }
+        }
+        // Every code survives sigma 0, µ-law's second zero included.
+        for enc in [Encoding::ALaw, Encoding::MuLaw] {
+            let all: Vec<u8> = (0..=255).collect();
+            let mut buf = all.clone();
+            add_block_noise(enc, 0.0, &mut BlockNoise::new(1, 1), &mut buf);
+            assert_eq!(buf, all);
+        }
+    }
+
+    #[test]
+    fn valid_bits_below_the_container_stay_on_their_grid() {
+        // 20 bits in 3 bytes: the low 4 bits stay zero and the noise has the asked size.
+        let n = 4 * CHUNK;
+        let values: Vec<f64> = (0..n).map(|i| ((i % 200) as f64 - 100.0) / 400.0).collect();
+        let mut buf = vec![0u8; n * 3];
+        for (v, raw) in values.iter().zip(buf.chunks_exact_mut(3)) {
+            let q = to_int(*v, (1 << 19) as f64) << 4;
+            raw.copy_from_slice(&I24::from_int(q));
+        }
+        let before = buf.clone();
+        let clipped = add_block_noise_on_grid(
+            Encoding::I24,
+            20,
+            0.01,
+            &mut BlockNoise::new(3, 4),
+            &mut buf,
+        );
+        assert_eq!(clipped, 0);
+        let mut diffs = Vec::new();
+        for (a, b) in before.chunks_exact(3).zip(buf.chunks_exact(3)) {
+            assert_eq!(b[0] & 0x0F, 0, "low bits");
+            diffs.push(I24::decode(b.try_into().unwrap()) - I24::decode(a.try_into().unwrap()));
+        }
+        let sd = (diffs.iter().map(|d| d * d).sum::<f64>() / n as f64).sqrt();
+        assert!((sd / 0.01 - 1.0).abs() < 0.05, "{sd}");
+        // Saturation at the top of the grid, not of the container.
+        let mut top = I16::from_int(0);
+        add_block_noise_on_grid(
+            Encoding::I16,
+            12,
+            50.0,
+            &mut BlockNoise::new(1, 1),
+            &mut top,
+        );
+        let v = i16::from_le_bytes(top);
+        assert!(v == 2047 << 4 || v == -2048 << 4, "{v:#x}");
     }
 }

@@ -127,7 +127,7 @@ pub fn transform(req: &Request) -> Result<Stats, TransformError> {
         NoiseLevel::SnrDb(db) => rms(&input, &info)? / 10f64.powf(db / 20.0),
     };
 
-    let header = wav::header(&info.fmt_chunk, info.data_len)?;
+    let header = wav::header(info.container, &info.fmt_chunk, info.data_len)?;
     if req.parts > 1 {
         let output = OpenOptions::new()
             .write(true)
@@ -156,17 +156,18 @@ fn write(
     input: &File,
     info: &WavInfo,
     sigma: f64,
-    header: &[u8],
+    header: &wav::Header,
     output: &File,
 ) -> Result<Stats, TransformError> {
-    // An odd-sized data chunk is followed by a pad byte, which the RIFF size counts; `set_len`
-    // leaves it zero.
-    let total_len = header.len() as u64 + info.data_len + (info.data_len & 1);
+    // An odd-sized data chunk is followed by a pad byte, which the RIFF size counts (Wave64 pads
+    // to 8 bytes); `set_len` leaves them zero.
+    let total_len = header.file_len;
+    let big_endian = info.container.big_endian();
     if output.metadata().map_err(TransformError::Output)?.len() != total_len {
         output.set_len(total_len).map_err(TransformError::Output)?;
     }
     output
-        .write_all_at(header, 0)
+        .write_all_at(&header.bytes, 0)
         .map_err(TransformError::Output)?;
 
     let bytes_per_sample = info.layout.encoding.bytes();
@@ -182,8 +183,16 @@ fn write(
             let at = first * bytes_per_sample as u64;
             read_exact_at(input, buf, info.data_offset + at)?;
             let mut rng = noise::BlockNoise::new(req.file_seed, block);
-            clipped += kernel::add_block_noise(info.layout.encoding, sigma, &mut rng, buf);
-            let offset = header.len() as u64 + at;
+            let encoding = info.layout.encoding;
+            if big_endian {
+                kernel::swap_bytes(encoding, buf);
+            }
+            clipped +=
+                kernel::add_block_noise_on_grid(encoding, info.valid_bits, sigma, &mut rng, buf);
+            if big_endian {
+                kernel::swap_bytes(encoding, buf);
+            }
+            let offset = header.bytes.len() as u64 + at;
             output
                 .write_all_at(buf, offset)
                 .map_err(TransformError::Output)?;
@@ -211,6 +220,9 @@ fn rms(input: &File, info: &WavInfo) -> Result<f64, TransformError> {
         while at < info.data_len {
             let len = (info.data_len - at).min(buf.len() as u64) as usize;
             read_exact_at(input, &mut buf[..len], info.data_offset + at)?;
+            if info.container.big_endian() {
+                kernel::swap_bytes(info.layout.encoding, &mut buf[..len]);
+            }
             sum += kernel::sum_of_squares(info.layout.encoding, &buf[..len]);
             at += len as u64;
         }
