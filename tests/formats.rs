@@ -302,3 +302,441 @@ for fmt, st in [("WAV", "IMA_ADPCM"), ("WAV", "MS_ADPCM"), ("WAV", "GSM610"), ("
         assert!(!output_of(&dir.path().join(name)).exists());
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Valid bits below the container
+// ---------------------------------------------------------------------------------------------
+
+/// A WAVE_FORMAT_EXTENSIBLE `fmt ` body: `bits` per container, `valid` of them used, PCM (1) or
+/// IEEE float (3).
+fn extensible_fmt(channels: u16, rate: u32, bits: u16, valid: u16, subformat: u16) -> Vec<u8> {
+    let mut f = pcm_fmt(channels, rate, bits);
+    f[..2].copy_from_slice(&0xFFFEu16.to_le_bytes());
+    f.extend_from_slice(&22u16.to_le_bytes());
+    f.extend_from_slice(&valid.to_le_bytes());
+    f.extend_from_slice(&(if channels == 2 { 3u32 } else { 4 }).to_le_bytes());
+    f.extend_from_slice(&subformat.to_le_bytes());
+    f.extend_from_slice(&[
+        0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x80, 0x00, 0x00, 0xAA, 0x00, 0x38, 0x9B, 0x71,
+    ]);
+    f
+}
+
+/// `frames` frames of a half-scale tone with `valid` bits in `bytes`-byte little-endian
+/// containers (low bits zero), per channel.
+fn tone_on_grid(frames: usize, channels: usize, bytes: usize, valid: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in 0..frames * channels {
+        let v = 0.5 * (i as f64 * 0.031).sin();
+        let q = (v * (1u64 << (valid - 1)) as f64).round() as i64;
+        let word = (q << (bytes as u32 * 8 - valid)) as i32;
+        out.extend_from_slice(&word.to_le_bytes()[..bytes]);
+    }
+    out
+}
+
+/// Integer samples of `bytes` bytes, scaled to [-1, 1).
+fn ints(data: &[u8], bytes: usize) -> Vec<i64> {
+    data.chunks_exact(bytes)
+        .map(|b| {
+            let mut w = [0u8; 8];
+            w[8 - bytes..].copy_from_slice(b);
+            i64::from_le_bytes(w) >> (64 - 8 * bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn valid_bits_below_the_container_keep_their_grid_and_get_the_asked_noise() {
+    let dir = tempdir();
+    // (name, fmt, container bytes, valid bits, libsndfile's format and subtype)
+    let cases = [
+        (
+            "20-in-24.wav",
+            extensible_fmt(2, 48000, 24, 20, 1),
+            3,
+            20,
+            "WAVEX PCM_24",
+        ),
+        (
+            "24-in-32.wav",
+            extensible_fmt(2, 48000, 32, 24, 1),
+            4,
+            24,
+            "WAVEX PCM_32",
+        ),
+        ("12-in-16.wav", pcm_fmt(1, 8000, 12), 2, 12, "WAV PCM_16"),
+    ];
+    let frames = 40_000;
+    for (name, fmt, bytes, valid, subtype) in &cases {
+        let channels = if fmt.len() > 16 { 2 } else { 1 };
+        let input = dir.path().join(name);
+        let samples = tone_on_grid(frames, channels, *bytes, *valid);
+        fs::write(
+            &input,
+            riff(&[chunk(b"fmt ", fmt), chunk(b"data", &samples)]),
+        )
+        .unwrap();
+
+        run_one(&input, &["--sigma", "0"]).expect_code(0);
+        let output = output_of(&input);
+        assert_eq!(data_bytes(&output), samples, "{name}: sigma 0");
+        // The fmt chunk is kept, valid bits included.
+        assert_eq!(
+            fs::read(&output).unwrap()[20..20 + fmt.len()],
+            fmt[..],
+            "{name}"
+        );
+
+        run_one(&input, &["--sigma", "0.1", "--force"]).expect_code(0);
+        let out = data_bytes(&output);
+        let shift = *bytes as u32 * 8 - valid;
+        let (x, y) = (ints(&samples, *bytes), ints(&out, *bytes));
+        assert!(
+            y.iter().all(|v| v & ((1 << shift) - 1) == 0),
+            "{name}: low bits must stay zero"
+        );
+        let full = (1u64 << (*bytes * 8 - 1)) as f64;
+        let noise: Vec<f64> = x
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| (b - a) as f64 / full)
+            .collect();
+        let sd = std(&noise);
+        assert!((sd / 0.1 - 1.0).abs() < 0.05, "{name}: noise std {sd}");
+        if have_soundfile() {
+            let view = soundfile_info(&output);
+            assert_eq!(
+                view,
+                format!(
+                    "{frames} {channels} {} {subtype}",
+                    if channels == 2 { 48000 } else { 8000 }
+                ),
+                "{name}"
+            );
+        }
+    }
+    if !have_soundfile() {
+        println!("skipped: libsndfile check (python3 -m pip install soundfile)");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Headers that contradict themselves
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn inconsistent_headers_are_refused_one_line_each() {
+    let dir = tempdir();
+    let mut float16 = pcm_fmt(1, 8000, 16);
+    float16[0] = 3;
+    let mut bad_align = pcm_fmt(2, 8000, 16);
+    bad_align[12] = 3;
+    let mut many = pcm_fmt(1, 8000, 16);
+    many[2..4].copy_from_slice(&1025u16.to_le_bytes());
+    many[12..14].copy_from_slice(&2050u16.to_le_bytes());
+    let mut int64 = pcm_fmt(1, 8000, 64);
+    int64[12] = 8;
+    let cases: [(&str, Vec<u8>, &str); 8] = [
+        (
+            "rate0.wav",
+            pcm_fmt(1, 0, 16),
+            "malformed WAV: sample rate of 0",
+        ),
+        ("ch0.wav", pcm_fmt(0, 8000, 16), "malformed WAV: 0 channels"),
+        (
+            "ch1025.wav",
+            many,
+            "malformed WAV: 1025 channels (1024 at most)",
+        ),
+        (
+            "align.wav",
+            bad_align,
+            "malformed WAV: block align of 3 bytes for 2 channels of 2 bytes",
+        ),
+        (
+            "float16.wav",
+            float16,
+            "malformed WAV: 16-bit IEEE float (format tag 0x0003): float samples are 32 or 64 bits",
+        ),
+        (
+            "float8x.wav",
+            extensible_fmt(1, 8000, 8, 8, 3),
+            "malformed WAV: 8-bit IEEE float (format tag 0x0003): float samples are 32 or 64 bits",
+        ),
+        (
+            "int64.wav",
+            int64,
+            "unsupported encoding: 64-bit integer PCM (format tag 0x0001): not read by libsndfile either",
+        ),
+        (
+            "valid.wav",
+            extensible_fmt(1, 8000, 16, 20, 1),
+            "malformed WAV: 20 valid bits in 16-bit samples",
+        ),
+    ];
+    for (name, fmt, message) in cases {
+        let input = dir.path().join(name);
+        fs::write(
+            &input,
+            riff(&[chunk(b"fmt ", &fmt), chunk(b"data", &[0; 64])]),
+        )
+        .unwrap();
+        let run = run_one(&input, &[]);
+        run.expect_code(1);
+        let line = format!("{}: {message}", input.display());
+        assert!(
+            run.stderr.lines().any(|l| l.ends_with(&line)),
+            "{name}: wanted a line ending {line:?}\n{}",
+            run.stderr
+        );
+        assert!(!output_of(&input).exists(), "{name}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files written by ffmpeg, sox and scipy
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `program args`; false when the program is missing, panics when it fails.
+fn make_with(program: &str, args: &[&str]) -> bool {
+    match std::process::Command::new(program).args(args).output() {
+        Ok(out) => {
+            assert!(
+                out.status.success(),
+                "{program} {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// A file's samples as ffmpeg decodes them, as 64-bit floats; None without ffmpeg.
+fn ffmpeg_samples(path: &Path) -> Option<Vec<u8>> {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i", s(path), "-f", "f64le", "-"])
+        .output()
+        .ok()?;
+    assert!(
+        out.status.success(),
+        "ffmpeg cannot read {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(out.stdout)
+}
+
+/// A file's samples as sox decodes them; None without sox.
+fn sox_samples(path: &Path) -> Option<Vec<u8>> {
+    let out = std::process::Command::new("sox")
+        .args(["-V1", s(path), "-t", "f64", "-"])
+        .output()
+        .ok()?;
+    assert!(
+        out.status.success(),
+        "sox cannot read {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(out.stdout)
+}
+
+#[test]
+fn files_from_ffmpeg_sox_and_scipy_come_back_the_same_and_open_in_every_tool() {
+    let dir = tempdir();
+    let d = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let sine = [
+        "-nostdin",
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:duration=1",
+        "-ac",
+        "2",
+    ];
+    let ffmpeg = |codec: &str, extra: &[&str], name: &str| {
+        let mut args: Vec<&str> = sine.to_vec();
+        let out = d(name);
+        args.extend(["-c:a", codec]);
+        args.extend(extra);
+        args.extend(["-bitexact", out.as_str()]);
+        make_with("ffmpeg", &args).then(|| name.to_string())
+    };
+    let sox = |args: &[&str], name: &str| {
+        let out = d(name);
+        let mut all = vec!["-R", "-D", "-V1", "-n", "-r", "8000", "-c", "2"];
+        all.extend(args);
+        all.extend([
+            out.as_str(),
+            "synth",
+            "2",
+            "sine",
+            "440",
+            "sine",
+            "660",
+            "vol",
+            "0.5",
+        ]);
+        make_with("sox", &all).then(|| name.to_string())
+    };
+    // (file, sox reads it, ffmpeg reads it): sox has no RF64, ffmpeg no float RIFX.
+    let mut files: Vec<(String, bool, bool)> = Vec::new();
+    let mut missing = Vec::new();
+    for (made, tool, sox_reads, ffmpeg_reads) in [
+        (
+            ffmpeg("pcm_f64le", &[], "ffmpeg-f64.wav"),
+            "ffmpeg",
+            true,
+            true,
+        ),
+        (
+            ffmpeg("pcm_alaw", &[], "ffmpeg-alaw.wav"),
+            "ffmpeg",
+            true,
+            true,
+        ),
+        (
+            ffmpeg("pcm_mulaw", &[], "ffmpeg-mulaw.wav"),
+            "ffmpeg",
+            true,
+            true,
+        ),
+        (
+            ffmpeg("pcm_s24le", &["-rf64", "always"], "ffmpeg-rf64-always.wav"),
+            "ffmpeg",
+            false,
+            true,
+        ),
+        (
+            ffmpeg("pcm_s16le", &["-rf64", "auto"], "ffmpeg-rf64-auto.wav"),
+            "ffmpeg",
+            true,
+            true,
+        ),
+        (
+            sox(&["-e", "a-law", "-b", "8"], "sox-alaw.wav"),
+            "sox",
+            true,
+            true,
+        ),
+        (
+            sox(&["-e", "u-law", "-b", "8"], "sox-ulaw.wav"),
+            "sox",
+            true,
+            true,
+        ),
+        (
+            sox(&["-e", "floating-point", "-b", "64"], "sox-f64.wav"),
+            "sox",
+            true,
+            true,
+        ),
+        (
+            sox(&["-e", "signed", "-b", "16", "-B"], "sox-rifx-16.wav"),
+            "sox",
+            true,
+            true,
+        ),
+        (
+            sox(
+                &["-e", "floating-point", "-b", "32", "-B"],
+                "sox-rifx-f32.wav",
+            ),
+            "sox",
+            true,
+            false,
+        ),
+    ] {
+        match made {
+            Some(name) => files.push((name, sox_reads, ffmpeg_reads)),
+            None => missing.push(tool),
+        }
+    }
+    if have_scipy() {
+        soundfile_py(
+            "from scipy.io import wavfile\nwavfile.write(sys.argv[1], 16000, 0.4 * np.sin(np.arange(32000) / 7.0))",
+            &[&d("scipy-f64.wav")],
+        );
+        files.push(("scipy-f64.wav".into(), true, true));
+    } else {
+        missing.push("scipy");
+    }
+    missing.dedup();
+    for tool in &missing {
+        println!("skipped: files written by {tool} (not installed)");
+    }
+    if files.is_empty() {
+        return;
+    }
+    let names: Vec<String> = files.iter().map(|(n, _, _)| n.clone()).collect();
+
+    let run = run_in(dir.path(), &[".", "--sigma", "0", "--seed", "3"]);
+    run.expect_code(0);
+    assert_eq!(run.counts(), Counts::new(names.len() as u64, 0, 0));
+    for (name, sox_reads, ffmpeg_reads) in &files {
+        let input = dir.path().join(name);
+        let output = output_of(&input);
+        if *ffmpeg_reads && let Some(x) = ffmpeg_samples(&input) {
+            assert_eq!(
+                ffmpeg_samples(&output).unwrap(),
+                x,
+                "{name}: ffmpeg's samples"
+            );
+        }
+        if *sox_reads && let Some(x) = sox_samples(&input) {
+            assert_eq!(sox_samples(&output).unwrap(), x, "{name}: sox's samples");
+        }
+    }
+    let rifx = fs::read(output_of(&dir.path().join("sox-rifx-f32.wav")));
+    if let Ok(bytes) = rifx {
+        assert_eq!(&bytes[..4], b"RIFX");
+    }
+    let always = fs::read(output_of(&dir.path().join("ffmpeg-rf64-always.wav")));
+    if let Ok(bytes) = always {
+        assert_eq!(&bytes[..4], b"RF64");
+    }
+    if !have_soundfile() {
+        println!("skipped: libsndfile checks (python3 -m pip install soundfile)");
+        return;
+    }
+    for c in compare(dir.path(), &names) {
+        assert_eq!(
+            c.output, c.input,
+            "{}: format read back by libsndfile",
+            c.name
+        );
+        assert!(c.identical, "{}: samples at sigma 0 (libsndfile)", c.name);
+    }
+    let run = run_in(
+        dir.path(),
+        &[".", "--sigma", "0.1", "--seed", "3", "--force"],
+    );
+    run.expect_code(0);
+    for c in compare(dir.path(), &names) {
+        assert_eq!(
+            c.output, c.input,
+            "{}: format read back by libsndfile",
+            c.name
+        );
+        assert!(
+            (c.std / 0.1 - 1.0).abs() < 0.05,
+            "{}: noise std {} for sigma 0.1",
+            c.name,
+            c.std
+        );
+    }
+    for (name, sox_reads, ffmpeg_reads) in &files {
+        let output = output_of(&dir.path().join(name));
+        if *ffmpeg_reads {
+            ffmpeg_samples(&output);
+        }
+        if *sox_reads {
+            sox_samples(&output);
+        }
+    }
+}
