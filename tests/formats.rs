@@ -7,7 +7,16 @@ mod common;
 use std::fs;
 use std::path::Path;
 
+use audio_etl::etl::wav::{self, Container};
 use common::*;
+
+/// The first `n` bytes of a file.
+fn first_bytes(path: &Path, n: usize) -> Vec<u8> {
+    use std::io::Read;
+    let mut buf = vec![0; n];
+    fs::File::open(path).unwrap().read_exact(&mut buf).unwrap();
+    buf
+}
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new()
@@ -738,5 +747,179 @@ fn files_from_ffmpeg_sox_and_scipy_come_back_the_same_and_open_in_every_tool() {
         if *sox_reads {
             sox_samples(&output);
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Large files: split across workers, and past 4 GiB
+// ---------------------------------------------------------------------------------------------
+
+/// A file of `data_len` bytes of silence (sparse where the filesystem allows) in `container`
+/// with the `fmt ` body `fmt`, written with etl's own header writer.
+fn sparse_input(path: &Path, container: Container, fmt: &[u8], data_len: u64) {
+    let header = wav::header(container, fmt, data_len).unwrap();
+    let file = fs::File::create(path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &header.bytes, 0).unwrap();
+    file.set_len(header.file_len).unwrap();
+}
+
+#[test]
+fn files_split_across_workers_give_the_same_bytes_in_every_container() {
+    // Larger than the 64 MiB from which a file is split, so that -j 2 takes it in parts.
+    let data_len = 66 << 20;
+    let mut rifx_fmt = pcm_fmt(2, 48000, 16);
+    for field in [0..2, 2..4, 12..14, 14..16] {
+        rifx_fmt[field].reverse();
+    }
+    for field in [4..8, 8..12] {
+        rifx_fmt[field].reverse();
+    }
+    let cases = [
+        (
+            "rf64-24.wav",
+            Container::Rf64 { bw64: false },
+            pcm_fmt(2, 48000, 24),
+        ),
+        ("w64-f64.wav", Container::Wave64, {
+            let mut f = pcm_fmt(1, 48000, 64);
+            f[0] = 3;
+            f
+        }),
+        ("rifx-16.wav", Container::Rifx, rifx_fmt),
+        (
+            "20-in-24.wav",
+            Container::Riff,
+            extensible_fmt(2, 48000, 24, 20, 1),
+        ),
+    ];
+    let dir = tempdir();
+    for (name, container, fmt) in &cases {
+        let frame = 2 * 24 / 8 * 2; // a multiple of every frame size above (6, 8, 4)
+        sparse_input(
+            &dir.path().join(name),
+            *container,
+            fmt,
+            data_len / frame * frame,
+        );
+    }
+    let args = ["--sigma", "0.1", "--seed", "11", "--no-fsync"];
+    let mut one = vec![".", "-j", "1"];
+    one.extend(args);
+    run_in(dir.path(), &one).expect_code(0);
+    let whole: Vec<Vec<u8>> = cases
+        .iter()
+        .map(|(name, ..)| fs::read(output_of(&dir.path().join(name))).unwrap())
+        .collect();
+    let mut two = vec![".", "-j", "2", "--force"];
+    two.extend(args);
+    run_in(dir.path(), &two).expect_code(0);
+    for ((name, container, _), whole) in cases.iter().zip(whole) {
+        let split = fs::read(output_of(&dir.path().join(name))).unwrap();
+        assert!(split == whole, "{name}: -j 2 differs from -j 1");
+        let magic: &[u8] = match container {
+            Container::Rf64 { .. } => b"RF64",
+            Container::Wave64 => b"riff",
+            Container::Rifx => b"RIFX",
+            Container::Riff => b"RIFF",
+        };
+        assert_eq!(&split[..4], magic, "{name}");
+    }
+    if have_soundfile() {
+        for (name, ..) in &cases {
+            let out = output_of(&dir.path().join(name));
+            let frames: u64 = soundfile_info(&out)
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(frames > 0, "{name}");
+        }
+    }
+}
+
+/// Writes over 8 GiB: run it with `cargo test --release --test formats -- --ignored`.
+#[test]
+#[ignore = "writes two files over 4 GiB; .ci/run runs it"]
+fn outputs_past_4_gib_are_rf64_and_read_in_full_by_libsndfile_and_ffmpeg() {
+    let dir = tempdir();
+    // What ffmpeg leaves on a pipe: RIFF, data size 0xFFFFFFFF, samples to the end; here
+    // 4 GiB + 2 MiB of 16-bit mono silence, sparse.
+    let input = dir.path().join("piped.wav");
+    let fmt = pcm_fmt(1, 48000, 16);
+    let mut head = riff(&[chunk(b"fmt ", &fmt)]);
+    head[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+    head.extend_from_slice(b"data");
+    head.extend_from_slice(&u32::MAX.to_le_bytes());
+    let data_len: u64 = (4 << 30) + (2 << 20);
+    let file = fs::File::create(&input).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &head, 0).unwrap();
+    file.set_len(head.len() as u64 + data_len).unwrap();
+    drop(file);
+
+    let run = run_in(
+        dir.path(),
+        &["piped.wav", "--sigma", "0", "--no-fsync", "-j", "2"],
+    );
+    run.expect_code(0);
+    let output = output_of(&input);
+    check_rf64(&output, data_len / 2);
+    fs::remove_file(&output).unwrap();
+    fs::remove_file(&input).unwrap();
+
+    // gen-fake-data past 4 GiB: 64-bit float, 8000 Hz, 67109 s = 4295 MB of samples.
+    let gen_dir = dir.path().join("gen");
+    gen_fake_data(
+        &gen_dir,
+        &[
+            "--count",
+            "1",
+            "--format",
+            "f64",
+            "--sample-rate",
+            "8000",
+            "--duration",
+            "67109",
+        ],
+    );
+    check_rf64(&gen_dir.join("example0.wav"), 8000 * 67109);
+}
+
+/// `path` is RF64 and libsndfile and ffprobe see all its `frames`.
+fn check_rf64(path: &Path, frames: u64) {
+    let head = first_bytes(path, 4);
+    assert_eq!(head, b"RF64", "{}", path.display());
+    if have_soundfile() {
+        let got: u64 = soundfile_info(path)
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(got, frames, "libsndfile's frames");
+    } else {
+        println!("skipped: libsndfile check (python3 -m pip install soundfile)");
+    }
+    match std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=duration_ts",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+    {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(
+                text.trim().parse::<u64>().ok(),
+                Some(frames),
+                "ffprobe: {text}"
+            );
+        }
+        Err(_) => println!("skipped: ffprobe check (ffmpeg not installed)"),
     }
 }
