@@ -49,6 +49,8 @@ pub struct TransformJob {
     pub level: NoiseLevel,
     pub file_seed: u64,
     pub fsync: bool,
+    /// `--output-format`: `None` keeps the input's.
+    pub output_format: Option<crate::etl::wav::Encoding>,
 }
 
 /// One tone to write into `temp_output`.

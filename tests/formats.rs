@@ -923,3 +923,84 @@ fn check_rf64(path: &Path, frames: u64) {
         Err(_) => println!("skipped: ffprobe check (ffmpeg not installed)"),
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// --output-format
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn output_format_converts_on_write_and_the_report_records_it() {
+    if !have_soundfile() {
+        println!("skipped: python soundfile (libsndfile) is not installed");
+        return;
+    }
+    let dir = tempdir();
+    soundfile_py(
+        r#"
+t = np.arange(20000) / 8000
+x = np.stack([0.5 * np.sin(2 * np.pi * 440 * t), 0.3 * np.sin(2 * np.pi * 660 * t)], axis=1)
+for fmt, st in [("WAV", "PCM_U8"), ("WAV", "ALAW"), ("RF64", "ULAW"), ("W64", "PCM_24")]:
+    sf.write(f"{sys.argv[1]}/{fmt}-{st}.wav", x, 8000, subtype=st, format=fmt)
+"#,
+        &[s(dir.path())],
+    );
+    let names: Vec<String> = ["WAV-PCM_U8", "WAV-ALAW", "RF64-ULAW", "W64-PCM_24"]
+        .iter()
+        .map(|n| format!("{n}.wav"))
+        .collect();
+    let report = dir.path().join("report.jsonl");
+    let args = [".", "--sigma", "0", "--output-format", "f32", "--report"];
+    let mut all = args.to_vec();
+    all.push(s(&report));
+    run_in(dir.path(), &all).expect_code(0);
+    for c in compare(dir.path(), &names) {
+        // Every input's samples are exact in f32.
+        assert!(c.identical, "{}: samples converted at sigma 0", c.name);
+        let want = c.input.replace("PCM_U8", "FLOAT").replace("ALAW", "FLOAT");
+        let want = want.replace("ULAW", "FLOAT").replace("PCM_24", "FLOAT");
+        assert_eq!(c.output, want, "{}", c.name);
+    }
+    let text = fs::read_to_string(&report).unwrap();
+    for (name, container) in [
+        ("WAV-ALAW.wav", "RIFF/WAVE"),
+        ("RF64-ULAW.wav", "RF64"),
+        ("W64-PCM_24.wav", "Wave64"),
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("no record for {name}:\n{text}"));
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(r["output_format"], "f32", "{line}");
+        assert_eq!(r["output_container"], container, "{line}");
+    }
+
+    // The noise keeps its precision in f32: its std is sigma, with no G.711 step added.
+    let mut all = vec![".", "--sigma", "0.01", "--force", "--output-format", "f32"];
+    all.extend(["--seed", "9"]);
+    run_in(dir.path(), &all).expect_code(0);
+    for c in compare(dir.path(), &names) {
+        assert!(
+            (c.std / 0.01 - 1.0).abs() < 0.05,
+            "{}: std {}",
+            c.name,
+            c.std
+        );
+    }
+
+    // And to G.711: libsndfile reads the output as A-law, in the input's container.
+    let run = run_in(
+        dir.path(),
+        &[
+            "W64-PCM_24.wav",
+            "--sigma",
+            "0",
+            "--force",
+            "--output-format",
+            "alaw",
+        ],
+    );
+    run.expect_code(0);
+    let out = output_of(&dir.path().join("W64-PCM_24.wav"));
+    assert_eq!(soundfile_info(&out), "20000 2 8000 W64 ALAW");
+}

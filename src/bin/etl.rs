@@ -71,6 +71,7 @@ fn main() -> ExitCode {
                 progress: progress && !args.no_progress,
                 fsync: !args.no_fsync,
                 jobs,
+                output_format: args.output_format.encoding(),
             };
             conclude(supervisor::run(&mut pool, &opts))
         }
@@ -103,6 +104,7 @@ fn main() -> ExitCode {
                         progress,
                         fsync: true,
                         jobs: jobs(args.tone.jobs),
+                        output_format: None,
                     };
                     conclude(supervisor::run(&mut pool, &opts))
                 }

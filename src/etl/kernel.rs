@@ -136,6 +136,46 @@ fn apply_on_grid<S: IntSample>(noise: &[f64], buf: &mut [u8], valid_bits: u16) -
     clipped
 }
 
+/// [`add_block_noise`] from `input` in one encoding into `output` in another (`--output-format`):
+/// the noise is added in the input's scale, then the result is clipped and encoded. The same noise
+/// as in place, on the portable path.
+pub fn add_block_noise_into(
+    from: Encoding,
+    to: Encoding,
+    sigma: f64,
+    noise: &mut BlockNoise,
+    input: &[u8],
+    output: &mut [u8],
+) -> u64 {
+    fn convert<I: Sample, O: Sample>(
+        sigma: f64,
+        noise: &mut BlockNoise,
+        input: &[u8],
+        output: &mut [u8],
+    ) -> u64 {
+        let mut z = [0f64; CHUNK];
+        let mut clipped = 0;
+        let pieces = input.chunks(CHUNK * I::BYTES);
+        for (piece, out) in pieces.zip(output.chunks_mut(CHUNK * O::BYTES)) {
+            let z = &mut z[..piece.len() / I::BYTES];
+            if sigma != 0.0 {
+                noise.fill(sigma, z);
+            }
+            for ((n, raw), out) in z
+                .iter()
+                .zip(piece.chunks_exact(I::BYTES))
+                .zip(O::samples(out))
+            {
+                let y = I::decode(raw.try_into().unwrap()) + n;
+                clipped += u64::from(y > 1.0) + u64::from(y < -1.0);
+                *out = O::encode(y);
+            }
+        }
+        clipped
+    }
+    with_sample!(from, I => with_sample!(to, O => convert::<I, O>(sigma, noise, input, output)))
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn add_block_noise_avx2(

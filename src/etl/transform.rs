@@ -37,6 +37,8 @@ pub struct Request<'a> {
     pub file_seed: u64,
     /// Flush the output to stable storage before returning.
     pub fsync: bool,
+    /// Write the samples in this encoding instead of the input's (`--output-format`).
+    pub output_format: Option<wav::Encoding>,
 }
 
 /// What was done.
@@ -49,6 +51,52 @@ pub struct Stats {
     /// The noise's standard deviation, relative to full scale.
     pub sigma: f64,
     pub size_recovered: bool,
+    /// What the output was written as.
+    pub output_encoding: wav::Encoding,
+    pub output_container: wav::Container,
+}
+
+/// How the output is written: in the input's format, or converted to another encoding.
+struct OutputPlan {
+    header: wav::Header,
+    encoding: wav::Encoding,
+    /// Samples are decoded, noised and encoded into another encoding.
+    converting: bool,
+}
+
+impl OutputPlan {
+    fn new(info: &WavInfo, output_format: Option<wav::Encoding>) -> Result<Self, WavError> {
+        let input = info.layout.encoding;
+        let converting = match output_format {
+            Some(e) => e != input || info.valid_bits < e.bits(),
+            None => false,
+        };
+        if !converting {
+            let header = wav::header(info.container, &info.fmt_chunk, info.data_len)?;
+            return Ok(OutputPlan {
+                header,
+                encoding: input,
+                converting,
+            });
+        }
+        let encoding = output_format.unwrap_or(input);
+        let layout = wav::Layout {
+            encoding,
+            ..info.layout
+        };
+        // The `fmt ` chunk is rebuilt, little-endian: a converted RIFX input becomes RIFF.
+        let container = match info.container {
+            wav::Container::Rifx => wav::Container::Riff,
+            other => other,
+        };
+        let data_len = info.frames() * layout.frame_bytes();
+        let header = wav::header(container, &wav::fmt_chunk_for(layout), data_len)?;
+        Ok(OutputPlan {
+            header,
+            encoding,
+            converting,
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -127,7 +175,7 @@ pub fn transform(req: &Request) -> Result<Stats, TransformError> {
         NoiseLevel::SnrDb(db) => rms(&input, &info)? / 10f64.powf(db / 20.0),
     };
 
-    let header = wav::header(info.container, &info.fmt_chunk, info.data_len)?;
+    let plan = OutputPlan::new(&info, req.output_format)?;
     if req.parts > 1 {
         let output = OpenOptions::new()
             .write(true)
@@ -135,10 +183,10 @@ pub fn transform(req: &Request) -> Result<Stats, TransformError> {
             .truncate(false)
             .open(req.temp_output)
             .map_err(TransformError::Output)?;
-        return write(req, &input, &info, sigma, &header, &output);
+        return write(req, &input, &info, sigma, &plan, &output);
     }
     let new = NewFile::create(req.temp_output).map_err(TransformError::Output)?;
-    match write(req, &input, &info, sigma, &header, new.file()) {
+    match write(req, &input, &info, sigma, &plan, new.file()) {
         Ok(stats) => {
             new.finish().map_err(TransformError::Output)?;
             Ok(stats)
@@ -156,9 +204,10 @@ fn write(
     input: &File,
     info: &WavInfo,
     sigma: f64,
-    header: &wav::Header,
+    plan: &OutputPlan,
     output: &File,
 ) -> Result<Stats, TransformError> {
+    let header = &plan.header;
     // An odd-sized data chunk is followed by a pad byte, which the RIFF size counts (Wave64 pads
     // to 8 bytes); `set_len` leaves them zero.
     let total_len = header.file_len;
@@ -171,6 +220,12 @@ fn write(
         .map_err(TransformError::Output)?;
 
     let bytes_per_sample = info.layout.encoding.bytes();
+    let out_bytes_per_sample = plan.encoding.bytes();
+    let mut converted = if plan.converting {
+        vec![0u8; noise::BLOCK_SAMPLES * out_bytes_per_sample]
+    } else {
+        Vec::new()
+    };
     let samples = info.samples();
     let total_blocks = samples.div_ceil(noise::BLOCK_SAMPLES as u64);
     let mut clipped = 0;
@@ -187,16 +242,35 @@ fn write(
             if big_endian {
                 kernel::swap_bytes(encoding, buf);
             }
-            clipped +=
-                kernel::add_block_noise_on_grid(encoding, info.valid_bits, sigma, &mut rng, buf);
-            if big_endian {
-                kernel::swap_bytes(encoding, buf);
-            }
-            let offset = header.bytes.len() as u64 + at;
+            let out: &[u8] = if plan.converting {
+                let out = &mut converted[..n * out_bytes_per_sample];
+                clipped += kernel::add_block_noise_into(
+                    encoding,
+                    plan.encoding,
+                    sigma,
+                    &mut rng,
+                    buf,
+                    out,
+                );
+                out
+            } else {
+                clipped += kernel::add_block_noise_on_grid(
+                    encoding,
+                    info.valid_bits,
+                    sigma,
+                    &mut rng,
+                    buf,
+                );
+                if big_endian {
+                    kernel::swap_bytes(encoding, buf);
+                }
+                buf
+            };
+            let offset = header.bytes.len() as u64 + first * out_bytes_per_sample as u64;
             output
-                .write_all_at(buf, offset)
+                .write_all_at(out, offset)
                 .map_err(TransformError::Output)?;
-            writeback.written(offset, buf.len() as u64);
+            writeback.written(offset, out.len() as u64);
         }
         Ok::<(), TransformError>(())
     })?;
@@ -209,6 +283,8 @@ fn write(
         clipped,
         sigma,
         size_recovered: info.size_recovered,
+        output_encoding: plan.encoding,
+        output_container: header.container,
     })
 }
 

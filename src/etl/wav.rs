@@ -119,7 +119,7 @@ impl Layout {
 }
 
 /// The file format around the samples.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Container {
     /// RIFF/WAVE: 32-bit little-endian sizes, 4 GiB at most.
     Riff,

@@ -42,6 +42,8 @@ pub struct RunOptions {
     pub progress: bool,
     pub fsync: bool,
     pub jobs: usize,
+    /// `--output-format`: `None` keeps each input's.
+    pub output_format: Option<crate::etl::wav::Encoding>,
 }
 
 pub struct GenerateOptions {
@@ -257,6 +259,7 @@ pub fn run(pool: &mut Pool, opts: &RunOptions) -> Result<RunEnd, RunError> {
                 level: opts.level,
                 file_seed: noise::file_seed(seed, input.relative.as_os_str().as_encoded_bytes()),
                 fsync: opts.fsync,
+                output_format: opts.output_format,
             };
             Task {
                 id: id as u64,
@@ -325,6 +328,8 @@ pub fn run(pool: &mut Pool, opts: &RunOptions) -> Result<RunEnd, RunError> {
         r.frames = Some(stats.frames);
         r.channels = Some(stats.layout.channels);
         r.sample_rate = Some(stats.layout.sample_rate);
+        r.output_format = Some(stats.output_encoding.name());
+        r.output_container = Some(stats.output_container.name());
         r.clipped = Some(state.clipped);
         r.attempts = state.attempts;
         r.worker_pid = state.worker_pid;

@@ -59,6 +59,7 @@ fn run_transform(job: &TransformJob) -> JobResult {
         level: job.level,
         file_seed: job.file_seed,
         fsync: job.fsync,
+        output_format: job.output_format,
     });
     JobResult {
         id: job.id,
