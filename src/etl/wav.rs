@@ -870,4 +870,44 @@ mod tests {
             assert!(err.starts_with(want), "{err:?} should start with {want:?}");
         }
     }
+
+    #[test]
+    fn every_container_we_write_probes_back_to_the_same_samples() {
+        let layout = Layout {
+            encoding: Encoding::F64,
+            channels: 3,
+            sample_rate: 96000,
+        };
+        let fmt = fmt_chunk_for(layout);
+        let data: Vec<u8> = (0..layout.frame_bytes() as u8 * 5).collect();
+        for container in [
+            Container::Riff,
+            Container::Rf64 { bw64: false },
+            Container::Rf64 { bw64: true },
+            Container::Wave64,
+        ] {
+            let header = header(container, &fmt, data.len() as u64).unwrap();
+            assert_eq!(header.container, container);
+            let mut bytes = header.bytes.clone();
+            bytes.extend_from_slice(&data);
+            bytes.resize(header.file_len as usize, 0);
+            let info = probe(&file_with(&bytes)).unwrap();
+            assert_eq!(info.container, container);
+            assert_eq!(info.layout, layout);
+            assert_eq!(info.data_offset, header.bytes.len() as u64);
+            assert_eq!(info.data_len, data.len() as u64);
+            assert!(!info.size_recovered);
+        }
+        // Past 4 GiB a RIFF output becomes RF64 and a RIFX one is refused.
+        let big = 5 << 30;
+        assert_eq!(
+            header(Container::Riff, &fmt, big).unwrap().container,
+            Container::Rf64 { bw64: false }
+        );
+        assert!(header(Container::Rifx, &fmt, big).is_err());
+        assert_eq!(
+            header(Container::Wave64, &fmt, big).unwrap().container,
+            Container::Wave64
+        );
+    }
 }
