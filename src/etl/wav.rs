@@ -369,7 +369,7 @@ pub fn probe(file: &File) -> Result<WavInfo, WavError> {
                 let holds = file_len.saturating_sub(body);
                 let placeholder_zero = head.size == 0 && container != Container::Wave64;
                 let recovered = if placeholder_zero {
-                    holds > 0 && !chunks_follow(&mut reader, body)?
+                    holds > 0 && !chunks_follow(&mut reader, body, container.big_endian())?
                 } else {
                     match (container, head.size32) {
                         (Container::Riff | Container::Rifx, Some(u32::MAX)) => true,
@@ -411,14 +411,19 @@ pub fn probe(file: &File) -> Result<WavInfo, WavError> {
 /// each a header of four printable ASCII characters and a size that fits in the file, the last
 /// ending at the file's end (its pad byte may be missing). Then a data chunk of size 0 before
 /// `pos` is really empty, not a placeholder for samples that run to the end.
-fn chunks_follow(reader: &mut Window, mut pos: u64) -> Result<bool, WavError> {
+fn chunks_follow(reader: &mut Window, mut pos: u64, big_endian: bool) -> Result<bool, WavError> {
     let file_len = reader.file_len;
     while pos < file_len {
         let head = reader.bytes(pos, 8)?;
         if head.len() < 8 || !head[..4].iter().all(|b| (0x20..=0x7E).contains(b)) {
             return Ok(false);
         }
-        let size = u32::from_le_bytes(head[4..8].try_into().unwrap()) as u64;
+        let raw = head[4..8].try_into().unwrap();
+        let size = if big_endian {
+            u32::from_be_bytes(raw)
+        } else {
+            u32::from_le_bytes(raw)
+        } as u64;
         let end = pos + 8 + size;
         if end > file_len {
             return Ok(false);
