@@ -1,9 +1,13 @@
 //! The per-sample arithmetic: decode to [-1, 1], add noise, clip, encode back to the same format.
 //!
+//! Every encoding is one [`Sample`] type (decode one sample, encode one back, its size), listed
+//! once in the table `with_sample!` that every function here dispatches through.
 //! Integers map to [-1, 1) by x / 2^(bits-1) (8-bit is unsigned, offset by 128), and back by
 //! rounding half away from zero (exactly, with no `x + 0.5` double rounding) and saturating to the
-//! type's range. Floats are added in f64 and clipped to [-1, 1]. Everything is computed in f64, so
-//! 24- and 32-bit integers round correctly. A sigma of 0 leaves the bytes untouched: the identity
+//! type's range; integers with fewer valid bits than their container are rounded on their own
+//! grid. G.711 codes go through 16-bit linear with the standard tables. Floats are added in f64
+//! and clipped to [-1, 1]. Everything is computed in f64, so 24- and 32-bit integers round
+//! correctly. A sigma of 0 leaves the bytes untouched: the identity
 //! in every format, including -0.0, NaN payloads and floats outside [-1, 1].
 //!
 //! The work is done in place on a block of bytes, a piece of [`CHUNK`] samples at a time: first the

@@ -1,11 +1,16 @@
-//! WAV container: finding the samples in a file and writing a header for the output.
+//! WAV containers: finding the samples in a file, what they are, and writing a header for the
+//! output.
 //!
-//! The chunk walk is ours because the transform needs three things hound's reader does not give:
-//! the raw `fmt ` chunk (copied verbatim into the output so that WAVE_FORMAT_EXTENSIBLE, the channel
-//! mask and the valid bits survive), the byte offset of the samples (so that workers can read and
-//! write disjoint block ranges in place), and the data size as declared (so that the placeholders
-//! streaming writers leave, 0 and 0xFFFFFFFF, can be told apart from a truncated file). What the
-//! `fmt ` chunk *means* is decided by hound.
+//! The chunk walk and the `fmt ` parser are ours because the transform needs what general
+//! readers do not give: the raw `fmt ` chunk (copied verbatim into the output so that
+//! WAVE_FORMAT_EXTENSIBLE, the channel mask and the valid bits survive), the byte offset of the
+//! samples (so that workers can read and write disjoint block ranges in place), the data size as
+//! declared (so that streaming writers' placeholders can be told apart from a truncated file),
+//! and every member of the family libsndfile reads: RIFF/WAVE, RF64 and BW64, big-endian RIFX and
+//! Sony Wave64, in PCM of any valid bits, IEEE float and G.711. The header checks are
+//! libsndfile's where they matter (no sample rate of 0, no more than 1024 channels, a block align
+//! that matches), so that no output is written that other tools cannot open. The encodings
+//! themselves (decoding, encoding) are [`super::kernel`]'s table.
 //!
 //! A data size of 0, 0xFFFFFFFF or (when larger than the file) sox's 0x7FFFF000 is a placeholder
 //! only where the data chunk runs to the end of the file. 0xFFFFFFFF and sox's size reach past
