@@ -1004,3 +1004,51 @@ for fmt, st in [("WAV", "PCM_U8"), ("WAV", "ALAW"), ("RF64", "ULAW"), ("W64", "P
     let out = output_of(&dir.path().join("W64-PCM_24.wav"));
     assert_eq!(soundfile_info(&out), "20000 2 8000 W64 ALAW");
 }
+
+#[test]
+fn gen_fake_data_writes_64_bit_float_and_g711() {
+    let dir = tempdir();
+    for (format, subtype) in [("f64", "DOUBLE"), ("alaw", "ALAW"), ("ulaw", "ULAW")] {
+        let out = dir.path().join(format);
+        gen_fake_data(
+            &out,
+            &[
+                "--count",
+                "1",
+                "--format",
+                format,
+                "--duration",
+                "0.5",
+                "--channels",
+                "2",
+            ],
+        );
+        let file = out.join("example0.wav");
+        if have_soundfile() {
+            assert_eq!(
+                soundfile_info(&file),
+                format!("22050 2 44100 WAV {subtype}"),
+                "{format}"
+            );
+            // A 440 Hz tone at half scale, as libsndfile decodes it.
+            let peak: f64 = soundfile_py(
+                "x, _ = sf.read(sys.argv[1]); print(abs(x).max())",
+                &[s(&file)],
+            )
+            .trim()
+            .parse()
+            .unwrap();
+            assert!((peak - 0.5).abs() < 0.02, "{format}: peak {peak}");
+        }
+        // And etl transforms it back into the same format.
+        run_one(&file, &["--sigma", "0"]).expect_code(0);
+        let (a, b) = (
+            fs::read(&file).unwrap(),
+            fs::read(output_of(&file)).unwrap(),
+        );
+        assert_eq!(a, b, "{format}: sigma 0 gives back the very file etl wrote");
+    }
+    if !have_soundfile() {
+        println!("skipped: libsndfile check (python3 -m pip install soundfile)");
+    }
+}

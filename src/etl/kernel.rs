@@ -76,22 +76,13 @@ pub fn add_block_noise(
     noise: &mut BlockNoise,
     buf: &mut [u8],
 ) -> u64 {
-    if sigma == 0.0 {
-        return 0;
-    }
-    #[cfg(target_arch = "x86_64")]
-    match Simd::detect() {
-        // SAFETY: the CPU has the instructions, checked by `detect`.
-        Simd::Avx512 => return unsafe { add_block_noise_avx512(encoding, sigma, noise, buf) },
-        Simd::Avx2 => return unsafe { add_block_noise_avx2(encoding, sigma, noise, buf) },
-        Simd::None => {}
-    }
-    add_block_noise_portable(encoding, sigma, noise, buf)
+    add_block_noise_on_grid(encoding, encoding.bits(), sigma, noise, buf)
 }
 
 /// [`add_block_noise`] for integer samples of which only the top `valid_bits` of the container
 /// carry the signal (20 bits in 3 bytes, 24 in 4...): the results are rounded to that grid and
-/// the unused low bits are zero. These rarer files take the portable path.
+/// the unused low bits are zero. A `valid_bits` of the container's size (or 0) is the full grid;
+/// floats and G.711 have no other.
 pub fn add_block_noise_on_grid(
     encoding: Encoding,
     valid_bits: u16,
@@ -99,32 +90,25 @@ pub fn add_block_noise_on_grid(
     noise: &mut BlockNoise,
     buf: &mut [u8],
 ) -> u64 {
-    if valid_bits == 0 || valid_bits >= encoding.bits() || encoding.is_companded() {
-        return add_block_noise(encoding, sigma, noise, buf);
-    }
     if sigma == 0.0 {
         return 0;
     }
-    let mut z = [0f64; CHUNK];
-    let mut clipped = 0;
-    macro_rules! on_grid {
-        ($S:ty) => {
-            for piece in buf.chunks_mut(CHUNK * <$S>::BYTES) {
-                let z = &mut z[..piece.len() / <$S>::BYTES];
-                noise.fill(sigma, z);
-                clipped += apply_on_grid::<$S>(z, piece, valid_bits);
-            }
-        };
+    let valid_bits = match valid_bits {
+        0 => encoding.bits(),
+        v => v.min(encoding.bits()),
+    };
+    #[cfg(target_arch = "x86_64")]
+    match Simd::detect() {
+        // SAFETY: the CPU has the instructions, checked by `detect`.
+        Simd::Avx512 => {
+            return unsafe { add_block_noise_avx512(encoding, valid_bits, sigma, noise, buf) };
+        }
+        Simd::Avx2 => {
+            return unsafe { add_block_noise_avx2(encoding, valid_bits, sigma, noise, buf) };
+        }
+        Simd::None => {}
     }
-    match encoding {
-        Encoding::U8 => on_grid!(U8),
-        Encoding::I16 => on_grid!(I16),
-        Encoding::I24 => on_grid!(I24),
-        Encoding::I32 => on_grid!(I32),
-        // Floats and G.711 have no valid-bits form (the test above sends them on).
-        Encoding::F32 | Encoding::F64 | Encoding::ALaw | Encoding::MuLaw => {}
-    }
-    clipped
+    add_block_noise_portable(encoding, valid_bits, sigma, noise, buf)
 }
 
 /// Adds `noise` and rounds to a grid of `valid_bits` bits at the top of the container.
@@ -184,38 +168,42 @@ pub fn add_block_noise_into(
 #[target_feature(enable = "avx2")]
 fn add_block_noise_avx2(
     encoding: Encoding,
+    valid_bits: u16,
     sigma: f64,
     noise: &mut BlockNoise,
     buf: &mut [u8],
 ) -> u64 {
     let fill = |noise: &mut BlockNoise, sigma, z: &mut [f64]| noise.fill_avx2(sigma, z);
-    with_sample!(encoding, S => block::<S>(sigma, noise, buf, fill))
+    with_sample!(encoding, S => block::<S>(valid_bits, sigma, noise, buf, fill))
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn add_block_noise_avx512(
     encoding: Encoding,
+    valid_bits: u16,
     sigma: f64,
     noise: &mut BlockNoise,
     buf: &mut [u8],
 ) -> u64 {
     let fill = |noise: &mut BlockNoise, sigma, z: &mut [f64]| noise.fill_avx512(sigma, z);
-    with_sample!(encoding, S => block::<S>(sigma, noise, buf, fill))
+    with_sample!(encoding, S => block::<S>(valid_bits, sigma, noise, buf, fill))
 }
 
 fn add_block_noise_portable(
     encoding: Encoding,
+    valid_bits: u16,
     sigma: f64,
     noise: &mut BlockNoise,
     buf: &mut [u8],
 ) -> u64 {
     let fill = BlockNoise::fill_portable;
-    with_sample!(encoding, S => block::<S>(sigma, noise, buf, fill))
+    with_sample!(encoding, S => block::<S>(valid_bits, sigma, noise, buf, fill))
 }
 
 #[inline(always)]
 fn block<S: Sample>(
+    valid_bits: u16,
     sigma: f64,
     noise: &mut BlockNoise,
     buf: &mut [u8],
@@ -223,10 +211,15 @@ fn block<S: Sample>(
 ) -> u64 {
     let mut z = [0f64; CHUNK];
     let mut clipped = 0;
+    let full_grid = valid_bits as usize == S::BYTES * 8;
     for piece in buf.chunks_mut(CHUNK * S::BYTES) {
         let z = &mut z[..piece.len() / S::BYTES];
         fill(noise, sigma, z);
-        clipped += apply::<S>(z, piece);
+        clipped += if full_grid {
+            apply::<S>(z, piece)
+        } else {
+            S::apply_on_grid(z, piece, valid_bits)
+        };
     }
     clipped
 }
@@ -328,6 +321,13 @@ trait Sample {
         clipped
     }
 
+    /// [`Sample::apply`] on a grid of `valid_bits` at the top of the container; only integers
+    /// have one smaller than the container.
+    #[inline(always)]
+    fn apply_on_grid(noise: &[f64], buf: &mut [u8], _valid_bits: u16) -> u64 {
+        Self::apply(noise, buf)
+    }
+
     /// `buf`'s whole samples, as arrays (which the compiler vectorises better than slices).
     #[inline(always)]
     fn samples(buf: &mut [u8]) -> &mut [Self::Raw] {
@@ -362,6 +362,10 @@ fn to_int(y: f64, scale: f64) -> i32 {
 struct U8;
 impl Sample for U8 {
     const BYTES: usize = 1;
+    #[inline(always)]
+    fn apply_on_grid(noise: &[f64], buf: &mut [u8], valid_bits: u16) -> u64 {
+        apply_on_grid::<Self>(noise, buf, valid_bits)
+    }
     type Raw = [u8; 1];
     #[inline(always)]
     fn decode(b: [u8; 1]) -> f64 {
@@ -376,6 +380,10 @@ impl Sample for U8 {
 struct I16;
 impl Sample for I16 {
     const BYTES: usize = 2;
+    #[inline(always)]
+    fn apply_on_grid(noise: &[f64], buf: &mut [u8], valid_bits: u16) -> u64 {
+        apply_on_grid::<Self>(noise, buf, valid_bits)
+    }
     type Raw = [u8; 2];
     #[inline(always)]
     fn decode(b: [u8; 2]) -> f64 {
@@ -390,6 +398,10 @@ impl Sample for I16 {
 struct I24;
 impl Sample for I24 {
     const BYTES: usize = 3;
+    #[inline(always)]
+    fn apply_on_grid(noise: &[f64], buf: &mut [u8], valid_bits: u16) -> u64 {
+        apply_on_grid::<Self>(noise, buf, valid_bits)
+    }
     type Raw = [u8; 3];
     #[inline(always)]
     fn decode(b: [u8; 3]) -> f64 {
@@ -452,6 +464,10 @@ impl Sample for I24 {
 struct I32;
 impl Sample for I32 {
     const BYTES: usize = 4;
+    #[inline(always)]
+    fn apply_on_grid(noise: &[f64], buf: &mut [u8], valid_bits: u16) -> u64 {
+        apply_on_grid::<Self>(noise, buf, valid_bits)
+    }
     type Raw = [u8; 4];
     #[inline(always)]
     fn decode(b: [u8; 4]) -> f64 {
@@ -599,25 +615,24 @@ const fn g711_table(alaw: bool) -> [i16; 256] {
     t
 }
 
-/// The segment of a magnitude: the first whose end it does not pass (8 when beyond all).
+/// A-law's segment of a magnitude `v` (13-bit linear, shifted right by 3) is its bit length
+/// beyond 5, µ-law's (14-bit, biased) beyond 6: the same as searching the standard table of
+/// segment ends, without the search.
 #[inline(always)]
-fn segment(v: i32, ends: &[i32; 8]) -> i32 {
-    ends.iter().take_while(|&&end| v > end).count() as i32
+fn bit_length(v: i32) -> i32 {
+    32 - v.leading_zeros() as i32
 }
 
 /// A 16-bit linear value to A-law.
 #[inline(always)]
 fn linear_to_alaw(pcm: i32) -> u8 {
-    const ENDS: [i32; 8] = [0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF];
     let v = pcm >> 3;
     let (mask, v) = if v >= 0 { (0xD5, v) } else { (0x55, -v - 1) };
-    let seg = segment(v, &ENDS);
+    let seg = (bit_length(v) - 5).max(0);
     let code = if seg >= 8 {
         0x7F
-    } else if seg < 2 {
-        (seg << 4) | ((v >> 1) & 0x0F)
     } else {
-        (seg << 4) | ((v >> seg) & 0x0F)
+        (seg << 4) | ((v >> seg.max(1)) & 0x0F)
     };
     (code ^ mask) as u8
 }
@@ -625,12 +640,11 @@ fn linear_to_alaw(pcm: i32) -> u8 {
 /// A 16-bit linear value to µ-law.
 #[inline(always)]
 fn linear_to_ulaw(pcm: i32) -> u8 {
-    const ENDS: [i32; 8] = [0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF];
     const CLIP: i32 = 8159;
     let v = pcm >> 2;
     let (mask, v) = if v < 0 { (0x7F, -v) } else { (0xFF, v) };
     let v = v.min(CLIP) + (0x84 >> 2);
-    let seg = segment(v, &ENDS);
+    let seg = (bit_length(v) - 6).max(0);
     let code = if seg >= 8 {
         0x7F
     } else {
@@ -879,5 +893,42 @@ mod tests {
         );
         let v = i16::from_le_bytes(top);
         assert!(v == 2047 << 4 || v == -2048 << 4, "{v:#x}");
+    }
+
+    #[test]
+    fn g711_encoders_are_the_reference_segment_search() {
+        fn search(v: i32, ends: &[i32; 8]) -> i32 {
+            ends.iter().take_while(|&&end| v > end).count() as i32
+        }
+        // Sun's g711.c, as written there.
+        fn alaw(pcm: i32) -> u8 {
+            let ends = [0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF];
+            let v = pcm >> 3;
+            let (mask, v) = if v >= 0 { (0xD5, v) } else { (0x55, -v - 1) };
+            let seg = search(v, &ends);
+            let code = match seg {
+                8.. => 0x7F,
+                0 | 1 => (seg << 4) | ((v >> 1) & 0x0F),
+                _ => (seg << 4) | ((v >> seg) & 0x0F),
+            };
+            (code ^ mask) as u8
+        }
+        fn ulaw(pcm: i32) -> u8 {
+            let ends = [0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF];
+            let v = pcm >> 2;
+            let (mask, v) = if v < 0 { (0x7F, -v) } else { (0xFF, v) };
+            let v = v.min(8159) + 0x21;
+            let seg = search(v, &ends);
+            let code = if seg >= 8 {
+                0x7F
+            } else {
+                (seg << 4) | ((v >> (seg + 1)) & 0x0F)
+            };
+            (code ^ mask) as u8
+        }
+        for pcm in -32768..32768 {
+            assert_eq!(linear_to_alaw(pcm), alaw(pcm), "A-law of {pcm}");
+            assert_eq!(linear_to_ulaw(pcm), ulaw(pcm), "µ-law of {pcm}");
+        }
     }
 }
