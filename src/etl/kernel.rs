@@ -398,9 +398,11 @@ impl Sample for I16 {
 struct I24;
 impl Sample for I24 {
     const BYTES: usize = 3;
+    /// In fours as well, rounded on the grid of `valid_bits` (20 in 24...).
     #[inline(always)]
     fn apply_on_grid(noise: &[f64], buf: &mut [u8], valid_bits: u16) -> u64 {
-        apply_on_grid::<Self>(noise, buf, valid_bits)
+        let shift = 24 - valid_bits as u32;
+        i24_in_fours(noise, buf, (1u32 << (valid_bits - 1)) as f64, shift)
     }
     type Raw = [u8; 3];
     #[inline(always)]
@@ -418,47 +420,53 @@ impl Sample for I24 {
     /// samples does not vectorise.
     #[inline(always)]
     fn apply(noise: &[f64], buf: &mut [u8]) -> u64 {
-        let n = noise.len().min(buf.len() / 3);
-        let (quads, _) = buf[..n * 3].as_chunks_mut::<12>();
-        let (noise_quads, noise_rest) = noise[..n].as_chunks::<4>();
-        let mut clipped = 0u64;
-        for (q, z) in quads.iter_mut().zip(noise_quads) {
-            let w =
-                |i: usize| u32::from_le_bytes([q[4 * i], q[4 * i + 1], q[4 * i + 2], q[4 * i + 3]]);
-            let (w0, w1, w2) = (w(0), w(1), w(2));
-            // Sign-extend each 24-bit sample from the top of an i32.
-            let x = [
-                (w0 << 8) as i32 >> 8,
-                ((w0 >> 24 | w1 << 8) << 8) as i32 >> 8,
-                ((w1 >> 16 | w2 << 16) << 8) as i32 >> 8,
-                w2 as i32 >> 8,
-            ];
-            let mut v = [0u32; 4];
-            for i in 0..4 {
-                let y = x[i] as f64 * (1.0 / 8_388_608.0) + z[i];
-                clipped += u64::from(y > 1.0) + u64::from(y < -1.0);
-                v[i] = to_int(y, 8_388_608.0) as u32 & 0x00ff_ffff;
-            }
-            let words = [
-                v[0] | v[1] << 24,
-                v[1] >> 8 | v[2] << 16,
-                v[2] >> 16 | v[3] << 8,
-            ];
-            for (i, word) in words.iter().enumerate() {
-                q[4 * i..4 * i + 4].copy_from_slice(&word.to_le_bytes());
-            }
-        }
-        let done = quads.len() * 4;
-        for (z, raw) in noise_rest
-            .iter()
-            .zip(Self::samples(&mut buf[done * 3..n * 3]))
-        {
-            let y = Self::decode(*raw) + z;
-            clipped += u64::from(y > 1.0) + u64::from(y < -1.0);
-            *raw = Self::encode(y);
-        }
-        clipped
+        i24_in_fours(noise, buf, 8_388_608.0, 0)
     }
+}
+
+/// [`I24`]'s `apply`, rounding to `scale` = 2^(valid bits - 1) and shifting the result up by
+/// `shift` = 24 - valid bits (0 and 2^23 for full 24-bit samples).
+#[inline(always)]
+fn i24_in_fours(noise: &[f64], buf: &mut [u8], scale: f64, shift: u32) -> u64 {
+    let n = noise.len().min(buf.len() / 3);
+    let (quads, _) = buf[..n * 3].as_chunks_mut::<12>();
+    let (noise_quads, noise_rest) = noise[..n].as_chunks::<4>();
+    let mut clipped = 0u64;
+    for (q, z) in quads.iter_mut().zip(noise_quads) {
+        let w = |i: usize| u32::from_le_bytes([q[4 * i], q[4 * i + 1], q[4 * i + 2], q[4 * i + 3]]);
+        let (w0, w1, w2) = (w(0), w(1), w(2));
+        // Sign-extend each 24-bit sample from the top of an i32.
+        let x = [
+            (w0 << 8) as i32 >> 8,
+            ((w0 >> 24 | w1 << 8) << 8) as i32 >> 8,
+            ((w1 >> 16 | w2 << 16) << 8) as i32 >> 8,
+            w2 as i32 >> 8,
+        ];
+        let mut v = [0u32; 4];
+        for i in 0..4 {
+            let y = x[i] as f64 * (1.0 / 8_388_608.0) + z[i];
+            clipped += u64::from(y > 1.0) + u64::from(y < -1.0);
+            v[i] = (to_int(y, scale) << shift) as u32 & 0x00ff_ffff;
+        }
+        let words = [
+            v[0] | v[1] << 24,
+            v[1] >> 8 | v[2] << 16,
+            v[2] >> 16 | v[3] << 8,
+        ];
+        for (i, word) in words.iter().enumerate() {
+            q[4 * i..4 * i + 4].copy_from_slice(&word.to_le_bytes());
+        }
+    }
+    let done = quads.len() * 4;
+    for (z, raw) in noise_rest
+        .iter()
+        .zip(I24::samples(&mut buf[done * 3..n * 3]))
+    {
+        let y = I24::decode(*raw) + z;
+        clipped += u64::from(y > 1.0) + u64::from(y < -1.0);
+        *raw = I24::from_int(to_int(y, scale) << shift);
+    }
+    clipped
 }
 
 struct I32;
@@ -618,39 +626,65 @@ const fn g711_table(alaw: bool) -> [i16; 256] {
 /// A-law's segment of a magnitude `v` (13-bit linear, shifted right by 3) is its bit length
 /// beyond 5, µ-law's (14-bit, biased) beyond 6: the same as searching the standard table of
 /// segment ends, without the search.
-#[inline(always)]
-fn bit_length(v: i32) -> i32 {
-    32 - v.leading_zeros() as i32
+const fn segment(v: i32, beyond: i32) -> i32 {
+    let seg = 32 - v.leading_zeros() as i32 - beyond;
+    if seg > 0 { seg } else { 0 }
 }
 
-/// A 16-bit linear value to A-law.
-#[inline(always)]
-fn linear_to_alaw(pcm: i32) -> u8 {
+/// A 16-bit linear value to A-law, computed.
+const fn alaw_code(pcm: i32) -> u8 {
     let v = pcm >> 3;
     let (mask, v) = if v >= 0 { (0xD5, v) } else { (0x55, -v - 1) };
-    let seg = (bit_length(v) - 5).max(0);
+    let seg = segment(v, 5);
     let code = if seg >= 8 {
         0x7F
     } else {
-        (seg << 4) | ((v >> seg.max(1)) & 0x0F)
+        (seg << 4) | ((v >> if seg > 1 { seg } else { 1 }) & 0x0F)
     };
     (code ^ mask) as u8
 }
 
-/// A 16-bit linear value to µ-law.
-#[inline(always)]
-fn linear_to_ulaw(pcm: i32) -> u8 {
+/// A 16-bit linear value to µ-law, computed.
+const fn ulaw_code(pcm: i32) -> u8 {
     const CLIP: i32 = 8159;
     let v = pcm >> 2;
     let (mask, v) = if v < 0 { (0x7F, -v) } else { (0xFF, v) };
-    let v = v.min(CLIP) + (0x84 >> 2);
-    let seg = (bit_length(v) - 6).max(0);
+    let v = if v < CLIP { v } else { CLIP } + (0x84 >> 2);
+    let seg = segment(v, 6);
     let code = if seg >= 8 {
         0x7F
     } else {
         (seg << 4) | ((v >> (seg + 1)) & 0x0F)
     };
     (code ^ mask) as u8
+}
+
+/// The code of every 16-bit linear value (offset by 32768): one load per sample, where the
+/// computation does not vectorise.
+static LINEAR_TO_ALAW: [u8; 65536] = g711_encode_table(true);
+static LINEAR_TO_ULAW: [u8; 65536] = g711_encode_table(false);
+
+const fn g711_encode_table(alaw: bool) -> [u8; 65536] {
+    let mut t = [0u8; 65536];
+    let mut i = 0;
+    while i < 65536 {
+        let pcm = i as i32 - 32768;
+        t[i] = if alaw { alaw_code(pcm) } else { ulaw_code(pcm) };
+        i += 1;
+    }
+    t
+}
+
+/// A 16-bit linear value (as [`to_int`] gives it) to A-law.
+#[inline(always)]
+fn linear_to_alaw(pcm: i32) -> u8 {
+    LINEAR_TO_ALAW[(pcm + 32768) as usize & 0xFFFF]
+}
+
+/// A 16-bit linear value to µ-law.
+#[inline(always)]
+fn linear_to_ulaw(pcm: i32) -> u8 {
+    LINEAR_TO_ULAW[(pcm + 32768) as usize & 0xFFFF]
 }
 
 #[cfg(test)]
