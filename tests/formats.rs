@@ -296,7 +296,7 @@ for fmt, st in [("WAV", "IMA_ADPCM"), ("WAV", "MS_ADPCM"), ("WAV", "GSM610"), ("
         ),
         (
             "W64-IMA_ADPCM.wav",
-            "unsupported encoding: IMA ADPCM (format tag 0x0011): compressed encodings are not transformed (in a Wave64 file)",
+            "unsupported encoding: IMA ADPCM (format tag 0x0011): compressed encodings are not transformed (container: Wave64)",
         ),
     ];
     for (name, message) in cases {
@@ -500,6 +500,46 @@ fn inconsistent_headers_are_refused_one_line_each() {
             run.stderr
         );
         assert!(!output_of(&input).exists(), "{name}");
+    }
+}
+
+#[test]
+fn refusals_name_rf64_bw64_rifx_and_wave64_containers() {
+    let dir = tempdir();
+    let mut float16 = pcm_fmt(1, 8000, 16);
+    float16[0] = 3;
+    let mut rifx_float16 = float16.clone();
+    for field in [0..2, 2..4, 12..14, 14..16] {
+        rifx_float16[field].reverse();
+    }
+    for field in [4..8, 8..12] {
+        rifx_float16[field].reverse();
+    }
+    let why =
+        "malformed WAV: 16-bit IEEE float (format tag 0x0003): float samples are 32 or 64 bits";
+    for (name, container, fmt, named) in [
+        (
+            "rf64.wav",
+            Container::Rf64 { bw64: false },
+            &float16,
+            "RF64",
+        ),
+        ("bw64.wav", Container::Rf64 { bw64: true }, &float16, "BW64"),
+        ("rifx.wav", Container::Rifx, &rifx_float16, "RIFX"),
+        ("w64.wav", Container::Wave64, &float16, "Wave64"),
+    ] {
+        let input = dir.path().join(name);
+        let mut bytes = wav::header(container, fmt, 64).unwrap().bytes;
+        bytes.resize(bytes.len() + 64, 0);
+        fs::write(&input, bytes).unwrap();
+        let run = run_one(&input, &[]);
+        run.expect_code(1);
+        let line = format!("{}: {why} (container: {named})", input.display());
+        assert!(
+            run.stderr.lines().any(|l| l.ends_with(&line)),
+            "{name}: wanted a line ending {line:?}\n{}",
+            run.stderr
+        );
     }
 }
 
@@ -1051,4 +1091,43 @@ fn gen_fake_data_writes_64_bit_float_and_g711() {
     if !have_soundfile() {
         println!("skipped: libsndfile check (python3 -m pip install soundfile)");
     }
+}
+
+#[test]
+fn long_fmt_chunks_and_bw64_are_read_and_kept() {
+    let dir = tempdir();
+    let samples = tone_i16(3000);
+    // A plain PCM fmt of 38 bytes (cbSize 20 and 20 bytes of extra) and an EXTENSIBLE one of 48.
+    let mut long_pcm = pcm_fmt(1, 8000, 16);
+    long_pcm.extend_from_slice(&20u16.to_le_bytes());
+    long_pcm.extend_from_slice(&[7; 20]);
+    let mut long_ext = extensible_fmt(1, 8000, 16, 16, 1);
+    long_ext[16..18].copy_from_slice(&30u16.to_le_bytes());
+    long_ext.extend_from_slice(&[9; 8]);
+    for (name, fmt) in [("long-pcm.wav", long_pcm), ("long-ext.wav", long_ext)] {
+        let input = dir.path().join(name);
+        fs::write(
+            &input,
+            riff(&[chunk(b"fmt ", &fmt), chunk(b"data", &samples)]),
+        )
+        .unwrap();
+        run_one(&input, &["--sigma", "0"]).expect_code(0);
+        let out = fs::read(output_of(&input)).unwrap();
+        assert_eq!(out[20..20 + fmt.len()], fmt[..], "{name}: fmt kept");
+        assert_eq!(data_bytes(&output_of(&input)), samples, "{name}");
+        if have_soundfile() {
+            let view = soundfile_info(&output_of(&input));
+            assert!(view.starts_with("3000 1 8000 "), "{name}: {view}");
+        }
+    }
+
+    // BW64 is RF64 under another magic: the output keeps it.
+    let input = dir.path().join("bw64.wav");
+    let mut bytes = wav::header(Container::Rf64 { bw64: true }, &pcm_fmt(1, 8000, 16), 6000)
+        .unwrap()
+        .bytes;
+    bytes.extend_from_slice(&samples);
+    fs::write(&input, &bytes).unwrap();
+    run_one(&input, &["--sigma", "0"]).expect_code(0);
+    assert_eq!(fs::read(output_of(&input)).unwrap(), bytes);
 }

@@ -485,8 +485,8 @@ fn in_container(e: WavError, container: Container) -> WavError {
     }
     let name = container.name();
     match e {
-        WavError::Unsupported(what) => WavError::Unsupported(format!("{what} (in a {name} file)")),
-        WavError::Malformed(why) => WavError::Malformed(format!("{why} (in a {name} file)")),
+        WavError::Unsupported(what) => WavError::Unsupported(format!("{what} (container: {name})")),
+        WavError::Malformed(why) => WavError::Malformed(format!("{why} (container: {name})")),
         other => other,
     }
 }
