@@ -1,7 +1,9 @@
 //! Micro-benchmarks of the per-sample work, in time per sample (divan reports items/s too):
 //! drawing the noise, and decode-add-clip-encode for each sample format, on one noise block.
 //!
-//! `cargo bench --bench kernel`. The end-to-end benchmark is `bench/run.sh`.
+//! `cargo bench --bench kernel`. The end-to-end benchmark is `bench/run.sh`. Divide a median by
+//! the format's bytes per sample (u8, A-law, mu-law 1; i16 2; i24 3; i32, f32 4; f64 8) for its
+//! cost per byte (BENCHMARKS.md compares each with f32's).
 
 use audio_etl::etl::kernel;
 use audio_etl::etl::noise::{BLOCK_SAMPLES, BlockNoise};
@@ -13,12 +15,15 @@ fn main() {
     divan::main();
 }
 
-const FORMATS: [Encoding; 5] = [
+const FORMATS: [Encoding; 8] = [
     Encoding::U8,
     Encoding::I16,
     Encoding::I24,
     Encoding::I32,
     Encoding::F32,
+    Encoding::F64,
+    Encoding::ALaw,
+    Encoding::MuLaw,
 ];
 
 /// One block of a 440 Hz tone at half scale, in `encoding`.
@@ -105,5 +110,37 @@ mod block {
         bencher
             .counter(ItemsCount::new(BLOCK_SAMPLES))
             .bench_local(|| buf.copy_from_slice(black_box(&input)));
+    }
+}
+
+mod rare {
+    use super::*;
+
+    /// Integers with fewer valid bits than their container (the portable path): 12 in 16,
+    /// 20 in 24, 24 in 32.
+    #[divan::bench(args = [(Encoding::I16, 12), (Encoding::I24, 20), (Encoding::I32, 24)])]
+    fn add_block_noise_on_grid(bencher: Bencher, (encoding, valid_bits): (Encoding, u16)) {
+        let input = tone(encoding);
+        let mut buf = input.clone();
+        bencher
+            .counter(ItemsCount::new(BLOCK_SAMPLES))
+            .bench_local(|| {
+                buf.copy_from_slice(&input);
+                let mut noise = BlockNoise::new(black_box(1), black_box(2));
+                kernel::add_block_noise_on_grid(encoding, valid_bits, 0.1, &mut noise, &mut buf)
+            });
+    }
+
+    /// `--output-format`: decode, add, encode into another format.
+    #[divan::bench(args = [(Encoding::I16, Encoding::F32), (Encoding::ALaw, Encoding::F32)])]
+    fn add_block_noise_into(bencher: Bencher, (from, to): (Encoding, Encoding)) {
+        let input = tone(from);
+        let mut out = vec![0u8; BLOCK_SAMPLES * to.bytes()];
+        bencher
+            .counter(ItemsCount::new(BLOCK_SAMPLES))
+            .bench_local(|| {
+                let mut noise = BlockNoise::new(black_box(1), black_box(2));
+                kernel::add_block_noise_into(from, to, 0.1, &mut noise, &input, &mut out)
+            });
     }
 }

@@ -146,6 +146,40 @@ pub struct RunArgs {
     /// every file.
     #[arg(long, default_value = "1s", value_parser = duration, value_name = "DURATION")]
     pub settle: Duration,
+    /// Encoding of the outputs: `same` as each input, or convert (the noise is added in the
+    /// input's scale, then encoded). f32 keeps the noise's precision for 8-bit and G.711 inputs.
+    #[arg(long, value_enum, default_value_t = OutputFormatArg::Same, value_name = "FORMAT")]
+    pub output_format: OutputFormatArg,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormatArg {
+    Same,
+    U8,
+    I16,
+    I24,
+    I32,
+    F32,
+    F64,
+    Alaw,
+    Ulaw,
+}
+
+impl OutputFormatArg {
+    /// The encoding to convert to, `None` for `same`.
+    pub fn encoding(self) -> Option<Encoding> {
+        Some(match self {
+            OutputFormatArg::Same => return None,
+            OutputFormatArg::U8 => Encoding::U8,
+            OutputFormatArg::I16 => Encoding::I16,
+            OutputFormatArg::I24 => Encoding::I24,
+            OutputFormatArg::I32 => Encoding::I32,
+            OutputFormatArg::F32 => Encoding::F32,
+            OutputFormatArg::F64 => Encoding::F64,
+            OutputFormatArg::Alaw => Encoding::ALaw,
+            OutputFormatArg::Ulaw => Encoding::MuLaw,
+        })
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -217,6 +251,9 @@ pub enum FormatArg {
     I24,
     I32,
     U8,
+    F64,
+    Alaw,
+    Ulaw,
 }
 
 impl From<FormatArg> for Encoding {
@@ -227,6 +264,9 @@ impl From<FormatArg> for Encoding {
             FormatArg::I24 => Encoding::I24,
             FormatArg::I32 => Encoding::I32,
             FormatArg::U8 => Encoding::U8,
+            FormatArg::F64 => Encoding::F64,
+            FormatArg::Alaw => Encoding::ALaw,
+            FormatArg::Ulaw => Encoding::MuLaw,
         }
     }
 }

@@ -55,6 +55,8 @@ pub struct TransformJob {
     pub expect: Option<InputIdentity>,
     /// Where the samples are, as the supervisor found them: every part reads these.
     pub wav: Option<WavInfo>,
+    /// `--output-format`: `None` keeps the input's.
+    pub output_format: Option<crate::etl::wav::Encoding>,
 }
 
 /// One tone to write into `temp_output`.

@@ -74,6 +74,7 @@ fn main() -> ExitCode {
                 jobs,
                 settle: args.settle,
                 retries: args.retries,
+                output_format: args.output_format.encoding(),
             };
             conclude(supervisor::run(&mut pool, &opts))
         }
@@ -110,6 +111,7 @@ fn main() -> ExitCode {
                         // The demo made these files itself, just now, and finished them.
                         settle: std::time::Duration::ZERO,
                         retries: 1,
+                        output_format: None,
                     };
                     conclude(supervisor::run(&mut pool, &opts))
                 }

@@ -75,7 +75,7 @@ pub fn plan(path: &Path) -> Result<Planned, TransformError> {
 mod tests {
     use super::*;
     use crate::etl::transform::{self, NoiseLevel, Request, TransformError};
-    use crate::etl::wav::{Encoding, Layout, fmt_chunk_for, header};
+    use crate::etl::wav::{Container, Encoding, Layout, fmt_chunk_for, header};
     use std::io::Write;
 
     fn request<'a>(input: &'a Path, out: &'a Path, planned: &'a Planned) -> Request<'a> {
@@ -89,6 +89,7 @@ mod tests {
             fsync: false,
             expect: Some(planned.identity),
             wav: planned.wav.as_ref(),
+            output_format: None,
         }
     }
 
@@ -103,7 +104,9 @@ mod tests {
             sample_rate: 8000,
         };
         // A streaming writer's header: the data size is a placeholder.
-        let mut bytes = header(&fmt_chunk_for(layout), 0).unwrap();
+        let mut bytes = header(Container::Riff, &fmt_chunk_for(layout), 0)
+            .unwrap()
+            .bytes;
         let at = bytes.len() - 4;
         bytes[at..].copy_from_slice(&u32::MAX.to_le_bytes());
         bytes.extend_from_slice(&[7u8; 400]);
@@ -140,7 +143,9 @@ mod tests {
             channels: 1,
             sample_rate: 8000,
         };
-        let mut bytes = header(&fmt_chunk_for(layout), 10).unwrap();
+        let mut bytes = header(Container::Riff, &fmt_chunk_for(layout), 10)
+            .unwrap()
+            .bytes;
         bytes.extend_from_slice(&[1u8; 10]);
         std::fs::write(&input, &bytes).unwrap();
         let planned = plan(&input).unwrap();

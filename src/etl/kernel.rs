@@ -1,9 +1,13 @@
 //! The per-sample arithmetic: decode to [-1, 1], add noise, clip, encode back to the same format.
 //!
+//! Every encoding is one [`Sample`] type (decode one sample, encode one back, its size), listed
+//! once in the table `with_sample!` that every function here dispatches through.
 //! Integers map to [-1, 1) by x / 2^(bits-1) (8-bit is unsigned, offset by 128), and back by
 //! rounding half away from zero (exactly, with no `x + 0.5` double rounding) and saturating to the
-//! type's range. Floats are added in f64 and clipped to [-1, 1]. Everything is computed in f64, so
-//! 24- and 32-bit integers round correctly. A sigma of 0 leaves the bytes untouched: the identity
+//! type's range; integers with fewer valid bits than their container are rounded on their own
+//! grid. G.711 codes go through 16-bit linear with the standard tables. Floats are added in f64
+//! and clipped to [-1, 1]. Everything is computed in f64, so 24- and 32-bit integers round
+//! correctly. A sigma of 0 leaves the bytes untouched: the identity
 //! in every format, including -0.0, NaN payloads and floats outside [-1, 1].
 //!
 //! The work is done in place on a block of bytes, a piece of [`CHUNK`] samples at a time: first the
@@ -18,6 +22,47 @@ use super::noise::Simd;
 use super::noise::{BlockNoise, GROUP};
 use super::wav::Encoding;
 
+/// The one table of encodings: which [`Sample`] type decodes and encodes each. Every function
+/// that works on samples goes through it, so adding an encoding is a row here and its type below.
+macro_rules! with_sample {
+    ($encoding:expr, $S:ident => $body:expr) => {
+        match $encoding {
+            Encoding::U8 => {
+                type $S = U8;
+                $body
+            }
+            Encoding::I16 => {
+                type $S = I16;
+                $body
+            }
+            Encoding::I24 => {
+                type $S = I24;
+                $body
+            }
+            Encoding::I32 => {
+                type $S = I32;
+                $body
+            }
+            Encoding::F32 => {
+                type $S = F32;
+                $body
+            }
+            Encoding::F64 => {
+                type $S = F64;
+                $body
+            }
+            Encoding::ALaw => {
+                type $S = ALaw;
+                $body
+            }
+            Encoding::MuLaw => {
+                type $S = MuLaw;
+                $body
+            }
+        }
+    };
+}
+
 /// Samples per piece: noise for it is drawn, then added. A multiple of [`GROUP`].
 pub const CHUNK: usize = 64 * GROUP;
 
@@ -31,73 +76,134 @@ pub fn add_block_noise(
     noise: &mut BlockNoise,
     buf: &mut [u8],
 ) -> u64 {
+    add_block_noise_on_grid(encoding, encoding.bits(), sigma, noise, buf)
+}
+
+/// [`add_block_noise`] for integer samples of which only the top `valid_bits` of the container
+/// carry the signal (20 bits in 3 bytes, 24 in 4...): the results are rounded to that grid and
+/// the unused low bits are zero. A `valid_bits` of the container's size (or 0) is the full grid;
+/// floats and G.711 have no other.
+pub fn add_block_noise_on_grid(
+    encoding: Encoding,
+    valid_bits: u16,
+    sigma: f64,
+    noise: &mut BlockNoise,
+    buf: &mut [u8],
+) -> u64 {
     if sigma == 0.0 {
         return 0;
     }
+    let valid_bits = match valid_bits {
+        0 => encoding.bits(),
+        v => v.min(encoding.bits()),
+    };
     #[cfg(target_arch = "x86_64")]
     match Simd::detect() {
         // SAFETY: the CPU has the instructions, checked by `detect`.
-        Simd::Avx512 => return unsafe { add_block_noise_avx512(encoding, sigma, noise, buf) },
-        Simd::Avx2 => return unsafe { add_block_noise_avx2(encoding, sigma, noise, buf) },
+        Simd::Avx512 => {
+            return unsafe { add_block_noise_avx512(encoding, valid_bits, sigma, noise, buf) };
+        }
+        Simd::Avx2 => {
+            return unsafe { add_block_noise_avx2(encoding, valid_bits, sigma, noise, buf) };
+        }
         Simd::None => {}
     }
-    add_block_noise_portable(encoding, sigma, noise, buf)
+    add_block_noise_portable(encoding, valid_bits, sigma, noise, buf)
+}
+
+/// Adds `noise` and rounds to a grid of `valid_bits` bits at the top of the container.
+fn apply_on_grid<S: IntSample>(noise: &[f64], buf: &mut [u8], valid_bits: u16) -> u64 {
+    let scale = (1u64 << (valid_bits - 1)) as f64;
+    let shift = S::BYTES as u32 * 8 - valid_bits as u32;
+    let mut clipped = 0u64;
+    for (n, raw) in noise.iter().zip(S::samples(buf)) {
+        let y = S::decode(*raw) + n;
+        clipped += u64::from(y > 1.0) + u64::from(y < -1.0);
+        *raw = S::from_int(to_int(y, scale) << shift);
+    }
+    clipped
+}
+
+/// [`add_block_noise`] from `input` in one encoding into `output` in another (`--output-format`):
+/// the noise is added in the input's scale, then the result is clipped and encoded. The same noise
+/// as in place, on the portable path.
+pub fn add_block_noise_into(
+    from: Encoding,
+    to: Encoding,
+    sigma: f64,
+    noise: &mut BlockNoise,
+    input: &[u8],
+    output: &mut [u8],
+) -> u64 {
+    fn convert<I: Sample, O: Sample>(
+        sigma: f64,
+        noise: &mut BlockNoise,
+        input: &[u8],
+        output: &mut [u8],
+    ) -> u64 {
+        let mut z = [0f64; CHUNK];
+        let mut clipped = 0;
+        let pieces = input.chunks(CHUNK * I::BYTES);
+        for (piece, out) in pieces.zip(output.chunks_mut(CHUNK * O::BYTES)) {
+            let z = &mut z[..piece.len() / I::BYTES];
+            if sigma != 0.0 {
+                noise.fill(sigma, z);
+            }
+            for ((n, raw), out) in z
+                .iter()
+                .zip(piece.chunks_exact(I::BYTES))
+                .zip(O::samples(out))
+            {
+                let y = I::decode(raw.try_into().unwrap()) + n;
+                clipped += u64::from(y > 1.0) + u64::from(y < -1.0);
+                *out = O::encode(y);
+            }
+        }
+        clipped
+    }
+    with_sample!(from, I => with_sample!(to, O => convert::<I, O>(sigma, noise, input, output)))
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn add_block_noise_avx2(
     encoding: Encoding,
+    valid_bits: u16,
     sigma: f64,
     noise: &mut BlockNoise,
     buf: &mut [u8],
 ) -> u64 {
     let fill = |noise: &mut BlockNoise, sigma, z: &mut [f64]| noise.fill_avx2(sigma, z);
-    match encoding {
-        Encoding::U8 => block::<U8>(sigma, noise, buf, fill),
-        Encoding::I16 => block::<I16>(sigma, noise, buf, fill),
-        Encoding::I24 => block::<I24>(sigma, noise, buf, fill),
-        Encoding::I32 => block::<I32>(sigma, noise, buf, fill),
-        Encoding::F32 => block::<F32>(sigma, noise, buf, fill),
-    }
+    with_sample!(encoding, S => block::<S>(valid_bits, sigma, noise, buf, fill))
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn add_block_noise_avx512(
     encoding: Encoding,
+    valid_bits: u16,
     sigma: f64,
     noise: &mut BlockNoise,
     buf: &mut [u8],
 ) -> u64 {
     let fill = |noise: &mut BlockNoise, sigma, z: &mut [f64]| noise.fill_avx512(sigma, z);
-    match encoding {
-        Encoding::U8 => block::<U8>(sigma, noise, buf, fill),
-        Encoding::I16 => block::<I16>(sigma, noise, buf, fill),
-        Encoding::I24 => block::<I24>(sigma, noise, buf, fill),
-        Encoding::I32 => block::<I32>(sigma, noise, buf, fill),
-        Encoding::F32 => block::<F32>(sigma, noise, buf, fill),
-    }
+    with_sample!(encoding, S => block::<S>(valid_bits, sigma, noise, buf, fill))
 }
 
 fn add_block_noise_portable(
     encoding: Encoding,
+    valid_bits: u16,
     sigma: f64,
     noise: &mut BlockNoise,
     buf: &mut [u8],
 ) -> u64 {
     let fill = BlockNoise::fill_portable;
-    match encoding {
-        Encoding::U8 => block::<U8>(sigma, noise, buf, fill),
-        Encoding::I16 => block::<I16>(sigma, noise, buf, fill),
-        Encoding::I24 => block::<I24>(sigma, noise, buf, fill),
-        Encoding::I32 => block::<I32>(sigma, noise, buf, fill),
-        Encoding::F32 => block::<F32>(sigma, noise, buf, fill),
-    }
+    with_sample!(encoding, S => block::<S>(valid_bits, sigma, noise, buf, fill))
 }
 
 #[inline(always)]
 fn block<S: Sample>(
+    valid_bits: u16,
     sigma: f64,
     noise: &mut BlockNoise,
     buf: &mut [u8],
@@ -105,10 +211,15 @@ fn block<S: Sample>(
 ) -> u64 {
     let mut z = [0f64; CHUNK];
     let mut clipped = 0;
+    let full_grid = valid_bits as usize == S::BYTES * 8;
     for piece in buf.chunks_mut(CHUNK * S::BYTES) {
         let z = &mut z[..piece.len() / S::BYTES];
         fill(noise, sigma, z);
-        clipped += apply::<S>(z, piece);
+        clipped += if full_grid {
+            apply::<S>(z, piece)
+        } else {
+            S::apply_on_grid(z, piece, valid_bits)
+        };
     }
     clipped
 }
@@ -141,13 +252,7 @@ fn add_noise_avx512(encoding: Encoding, noise: &[f64], buf: &mut [u8]) -> u64 {
 
 #[inline(always)]
 fn add_noise_portable(encoding: Encoding, noise: &[f64], buf: &mut [u8]) -> u64 {
-    match encoding {
-        Encoding::U8 => apply::<U8>(noise, buf),
-        Encoding::I16 => apply::<I16>(noise, buf),
-        Encoding::I24 => apply::<I24>(noise, buf),
-        Encoding::I32 => apply::<I32>(noise, buf),
-        Encoding::F32 => apply::<F32>(noise, buf),
-    }
+    with_sample!(encoding, S => apply::<S>(noise, buf))
 }
 
 #[inline(always)]
@@ -172,12 +277,17 @@ pub fn sum_of_squares(encoding: Encoding, input: &[u8]) -> f64 {
             })
             .sum()
     }
-    match encoding {
-        Encoding::U8 => sum::<U8>(input),
-        Encoding::I16 => sum::<I16>(input),
-        Encoding::I24 => sum::<I24>(input),
-        Encoding::I32 => sum::<I32>(input),
-        Encoding::F32 => sum::<F32>(input),
+    with_sample!(encoding, S => sum::<S>(input))
+}
+
+/// Reverses the bytes of every sample in `buf`: big-endian (RIFX) samples to little-endian and
+/// back.
+pub fn swap_bytes(encoding: Encoding, buf: &mut [u8]) {
+    let n = encoding.bytes();
+    if n > 1 {
+        for sample in buf.chunks_exact_mut(n) {
+            sample.reverse();
+        }
     }
 }
 
@@ -188,13 +298,7 @@ pub fn encode(encoding: Encoding, values: &[f64], output: &mut [u8]) {
             *out = S::encode(*v);
         }
     }
-    match encoding {
-        Encoding::U8 => enc::<U8>(values, output),
-        Encoding::I16 => enc::<I16>(values, output),
-        Encoding::I24 => enc::<I24>(values, output),
-        Encoding::I32 => enc::<I32>(values, output),
-        Encoding::F32 => enc::<F32>(values, output),
-    }
+    with_sample!(encoding, S => enc::<S>(values, output))
 }
 
 trait Sample {
@@ -215,6 +319,13 @@ trait Sample {
             *raw = Self::encode(y);
         }
         clipped
+    }
+
+    /// [`Sample::apply`] on a grid of `valid_bits` at the top of the container; only integers
+    /// have one smaller than the container.
+    #[inline(always)]
+    fn apply_on_grid(noise: &[f64], buf: &mut [u8], _valid_bits: u16) -> u64 {
+        Self::apply(noise, buf)
     }
 
     /// `buf`'s whole samples, as arrays (which the compiler vectorises better than slices).
@@ -251,6 +362,10 @@ fn to_int(y: f64, scale: f64) -> i32 {
 struct U8;
 impl Sample for U8 {
     const BYTES: usize = 1;
+    #[inline(always)]
+    fn apply_on_grid(noise: &[f64], buf: &mut [u8], valid_bits: u16) -> u64 {
+        apply_on_grid::<Self>(noise, buf, valid_bits)
+    }
     type Raw = [u8; 1];
     #[inline(always)]
     fn decode(b: [u8; 1]) -> f64 {
@@ -265,6 +380,10 @@ impl Sample for U8 {
 struct I16;
 impl Sample for I16 {
     const BYTES: usize = 2;
+    #[inline(always)]
+    fn apply_on_grid(noise: &[f64], buf: &mut [u8], valid_bits: u16) -> u64 {
+        apply_on_grid::<Self>(noise, buf, valid_bits)
+    }
     type Raw = [u8; 2];
     #[inline(always)]
     fn decode(b: [u8; 2]) -> f64 {
@@ -279,6 +398,12 @@ impl Sample for I16 {
 struct I24;
 impl Sample for I24 {
     const BYTES: usize = 3;
+    /// In fours as well, rounded on the grid of `valid_bits` (20 in 24...).
+    #[inline(always)]
+    fn apply_on_grid(noise: &[f64], buf: &mut [u8], valid_bits: u16) -> u64 {
+        let shift = 24 - valid_bits as u32;
+        i24_in_fours(noise, buf, (1u32 << (valid_bits - 1)) as f64, shift)
+    }
     type Raw = [u8; 3];
     #[inline(always)]
     fn decode(b: [u8; 3]) -> f64 {
@@ -295,52 +420,62 @@ impl Sample for I24 {
     /// samples does not vectorise.
     #[inline(always)]
     fn apply(noise: &[f64], buf: &mut [u8]) -> u64 {
-        let n = noise.len().min(buf.len() / 3);
-        let (quads, _) = buf[..n * 3].as_chunks_mut::<12>();
-        let (noise_quads, noise_rest) = noise[..n].as_chunks::<4>();
-        let mut clipped = 0u64;
-        for (q, z) in quads.iter_mut().zip(noise_quads) {
-            let w =
-                |i: usize| u32::from_le_bytes([q[4 * i], q[4 * i + 1], q[4 * i + 2], q[4 * i + 3]]);
-            let (w0, w1, w2) = (w(0), w(1), w(2));
-            // Sign-extend each 24-bit sample from the top of an i32.
-            let x = [
-                (w0 << 8) as i32 >> 8,
-                ((w0 >> 24 | w1 << 8) << 8) as i32 >> 8,
-                ((w1 >> 16 | w2 << 16) << 8) as i32 >> 8,
-                w2 as i32 >> 8,
-            ];
-            let mut v = [0u32; 4];
-            for i in 0..4 {
-                let y = x[i] as f64 * (1.0 / 8_388_608.0) + z[i];
-                clipped += u64::from(y > 1.0) + u64::from(y < -1.0);
-                v[i] = to_int(y, 8_388_608.0) as u32 & 0x00ff_ffff;
-            }
-            let words = [
-                v[0] | v[1] << 24,
-                v[1] >> 8 | v[2] << 16,
-                v[2] >> 16 | v[3] << 8,
-            ];
-            for (i, word) in words.iter().enumerate() {
-                q[4 * i..4 * i + 4].copy_from_slice(&word.to_le_bytes());
-            }
-        }
-        let done = quads.len() * 4;
-        for (z, raw) in noise_rest
-            .iter()
-            .zip(Self::samples(&mut buf[done * 3..n * 3]))
-        {
-            let y = Self::decode(*raw) + z;
-            clipped += u64::from(y > 1.0) + u64::from(y < -1.0);
-            *raw = Self::encode(y);
-        }
-        clipped
+        i24_in_fours(noise, buf, 8_388_608.0, 0)
     }
+}
+
+/// [`I24`]'s `apply`, rounding to `scale` = 2^(valid bits - 1) and shifting the result up by
+/// `shift` = 24 - valid bits (0 and 2^23 for full 24-bit samples).
+#[inline(always)]
+fn i24_in_fours(noise: &[f64], buf: &mut [u8], scale: f64, shift: u32) -> u64 {
+    let n = noise.len().min(buf.len() / 3);
+    let (quads, _) = buf[..n * 3].as_chunks_mut::<12>();
+    let (noise_quads, noise_rest) = noise[..n].as_chunks::<4>();
+    let mut clipped = 0u64;
+    for (q, z) in quads.iter_mut().zip(noise_quads) {
+        let w = |i: usize| u32::from_le_bytes([q[4 * i], q[4 * i + 1], q[4 * i + 2], q[4 * i + 3]]);
+        let (w0, w1, w2) = (w(0), w(1), w(2));
+        // Sign-extend each 24-bit sample from the top of an i32.
+        let x = [
+            (w0 << 8) as i32 >> 8,
+            ((w0 >> 24 | w1 << 8) << 8) as i32 >> 8,
+            ((w1 >> 16 | w2 << 16) << 8) as i32 >> 8,
+            w2 as i32 >> 8,
+        ];
+        let mut v = [0u32; 4];
+        for i in 0..4 {
+            let y = x[i] as f64 * (1.0 / 8_388_608.0) + z[i];
+            clipped += u64::from(y > 1.0) + u64::from(y < -1.0);
+            v[i] = (to_int(y, scale) << shift) as u32 & 0x00ff_ffff;
+        }
+        let words = [
+            v[0] | v[1] << 24,
+            v[1] >> 8 | v[2] << 16,
+            v[2] >> 16 | v[3] << 8,
+        ];
+        for (i, word) in words.iter().enumerate() {
+            q[4 * i..4 * i + 4].copy_from_slice(&word.to_le_bytes());
+        }
+    }
+    let done = quads.len() * 4;
+    for (z, raw) in noise_rest
+        .iter()
+        .zip(I24::samples(&mut buf[done * 3..n * 3]))
+    {
+        let y = I24::decode(*raw) + z;
+        clipped += u64::from(y > 1.0) + u64::from(y < -1.0);
+        *raw = I24::from_int(to_int(y, scale) << shift);
+    }
+    clipped
 }
 
 struct I32;
 impl Sample for I32 {
     const BYTES: usize = 4;
+    #[inline(always)]
+    fn apply_on_grid(noise: &[f64], buf: &mut [u8], valid_bits: u16) -> u64 {
+        apply_on_grid::<Self>(noise, buf, valid_bits)
+    }
     type Raw = [u8; 4];
     #[inline(always)]
     fn decode(b: [u8; 4]) -> f64 {
@@ -366,16 +501,205 @@ impl Sample for F32 {
     }
 }
 
+/// Integer samples, which can also be written from a value already scaled to the container.
+trait IntSample: Sample {
+    /// Encodes a value in [-2^(bits-1), 2^(bits-1) - 1].
+    fn from_int(v: i32) -> Self::Raw;
+}
+
+impl IntSample for U8 {
+    #[inline(always)]
+    fn from_int(v: i32) -> [u8; 1] {
+        [(v + 128) as u8]
+    }
+}
+
+impl IntSample for I16 {
+    #[inline(always)]
+    fn from_int(v: i32) -> [u8; 2] {
+        (v as i16).to_le_bytes()
+    }
+}
+
+impl IntSample for I24 {
+    #[inline(always)]
+    fn from_int(v: i32) -> [u8; 3] {
+        let [a, b, c, _] = v.to_le_bytes();
+        [a, b, c]
+    }
+}
+
+impl IntSample for I32 {
+    #[inline(always)]
+    fn from_int(v: i32) -> [u8; 4] {
+        v.to_le_bytes()
+    }
+}
+
+struct F64;
+impl Sample for F64 {
+    const BYTES: usize = 8;
+    type Raw = [u8; 8];
+    #[inline(always)]
+    fn decode(b: [u8; 8]) -> f64 {
+        f64::from_le_bytes(b)
+    }
+    #[inline(always)]
+    fn encode(y: f64) -> [u8; 8] {
+        clip(y).to_le_bytes()
+    }
+}
+
+/// G.711 A-law: decoded through the standard table to 16-bit linear, encoded back by the
+/// standard segment search (CCITT G.711, as in the reference `g711.c` libsndfile and sox use).
+/// Every code decodes to the middle of its interval, so decoding then encoding gives the code back.
+struct ALaw;
+impl Sample for ALaw {
+    const BYTES: usize = 1;
+    type Raw = [u8; 1];
+    #[inline(always)]
+    fn decode(b: [u8; 1]) -> f64 {
+        ALAW_TO_LINEAR[b[0] as usize] as f64 * (1.0 / 32768.0)
+    }
+    #[inline(always)]
+    fn encode(y: f64) -> [u8; 1] {
+        [linear_to_alaw(to_int(y, 32768.0))]
+    }
+}
+
+/// G.711 µ-law, like [`ALaw`]. Its two zero codes (0xFF and 0x7F) both decode to 0; only a
+/// sigma of 0 (which leaves the bytes alone) keeps a 0x7F.
+struct MuLaw;
+impl Sample for MuLaw {
+    const BYTES: usize = 1;
+    type Raw = [u8; 1];
+    #[inline(always)]
+    fn decode(b: [u8; 1]) -> f64 {
+        ULAW_TO_LINEAR[b[0] as usize] as f64 * (1.0 / 32768.0)
+    }
+    #[inline(always)]
+    fn encode(y: f64) -> [u8; 1] {
+        [linear_to_ulaw(to_int(y, 32768.0))]
+    }
+}
+
+const fn alaw_to_linear(code: u8) -> i16 {
+    let a = code ^ 0x55;
+    let mut t = ((a & 0x0F) as i32) << 4;
+    let seg = ((a & 0x70) >> 4) as i32;
+    match seg {
+        0 => t += 8,
+        1 => t += 0x108,
+        _ => {
+            t += 0x108;
+            t <<= seg - 1;
+        }
+    }
+    (if a & 0x80 != 0 { t } else { -t }) as i16
+}
+
+const fn ulaw_to_linear(code: u8) -> i16 {
+    const BIAS: i32 = 0x84;
+    let u = !code;
+    let mut t = (((u & 0x0F) as i32) << 3) + BIAS;
+    t <<= ((u & 0x70) >> 4) as i32;
+    (if u & 0x80 != 0 { BIAS - t } else { t - BIAS }) as i16
+}
+
+const ALAW_TO_LINEAR: [i16; 256] = g711_table(true);
+const ULAW_TO_LINEAR: [i16; 256] = g711_table(false);
+
+const fn g711_table(alaw: bool) -> [i16; 256] {
+    let mut t = [0i16; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = if alaw {
+            alaw_to_linear(i as u8)
+        } else {
+            ulaw_to_linear(i as u8)
+        };
+        i += 1;
+    }
+    t
+}
+
+/// A-law's segment of a magnitude `v` (13-bit linear, shifted right by 3) is its bit length
+/// beyond 5, µ-law's (14-bit, biased) beyond 6: the same as searching the standard table of
+/// segment ends, without the search.
+const fn segment(v: i32, beyond: i32) -> i32 {
+    let seg = 32 - v.leading_zeros() as i32 - beyond;
+    if seg > 0 { seg } else { 0 }
+}
+
+/// A 16-bit linear value to A-law, computed.
+const fn alaw_code(pcm: i32) -> u8 {
+    let v = pcm >> 3;
+    let (mask, v) = if v >= 0 { (0xD5, v) } else { (0x55, -v - 1) };
+    let seg = segment(v, 5);
+    let code = if seg >= 8 {
+        0x7F
+    } else {
+        (seg << 4) | ((v >> if seg > 1 { seg } else { 1 }) & 0x0F)
+    };
+    (code ^ mask) as u8
+}
+
+/// A 16-bit linear value to µ-law, computed.
+const fn ulaw_code(pcm: i32) -> u8 {
+    const CLIP: i32 = 8159;
+    let v = pcm >> 2;
+    let (mask, v) = if v < 0 { (0x7F, -v) } else { (0xFF, v) };
+    let v = if v < CLIP { v } else { CLIP } + (0x84 >> 2);
+    let seg = segment(v, 6);
+    let code = if seg >= 8 {
+        0x7F
+    } else {
+        (seg << 4) | ((v >> (seg + 1)) & 0x0F)
+    };
+    (code ^ mask) as u8
+}
+
+/// The code of every 16-bit linear value (offset by 32768): one load per sample, where the
+/// computation does not vectorise.
+static LINEAR_TO_ALAW: [u8; 65536] = g711_encode_table(true);
+static LINEAR_TO_ULAW: [u8; 65536] = g711_encode_table(false);
+
+const fn g711_encode_table(alaw: bool) -> [u8; 65536] {
+    let mut t = [0u8; 65536];
+    let mut i = 0;
+    while i < 65536 {
+        let pcm = i as i32 - 32768;
+        t[i] = if alaw { alaw_code(pcm) } else { ulaw_code(pcm) };
+        i += 1;
+    }
+    t
+}
+
+/// A 16-bit linear value (as [`to_int`] gives it) to A-law.
+#[inline(always)]
+fn linear_to_alaw(pcm: i32) -> u8 {
+    LINEAR_TO_ALAW[(pcm + 32768) as usize & 0xFFFF]
+}
+
+/// A 16-bit linear value to µ-law.
+#[inline(always)]
+fn linear_to_ulaw(pcm: i32) -> u8 {
+    LINEAR_TO_ULAW[(pcm + 32768) as usize & 0xFFFF]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const ALL: [Encoding; 5] = [
+    const ALL: [Encoding; 8] = [
         Encoding::U8,
         Encoding::I16,
         Encoding::I24,
         Encoding::I32,
         Encoding::F32,
+        Encoding::F64,
+        Encoding::ALaw,
+        Encoding::MuLaw,
     ];
 
     /// Every extreme and a spread of ordinary samples of each format, as bytes.
@@ -423,7 +747,11 @@ mod tests {
 
     #[test]
     fn zero_noise_gives_back_every_integer_sample() {
-        for enc in ALL.into_iter().filter(|e| !e.is_float()) {
+        // µ-law's second zero (0x7F) comes back as 0xFF: see the G.711 test below.
+        for enc in ALL
+            .into_iter()
+            .filter(|e| !e.is_float() && *e != Encoding::MuLaw)
+        {
             let bytes = samples(enc);
             let mut buf = bytes.clone();
             assert_eq!(
@@ -523,6 +851,118 @@ mod tests {
             add_noise(enc, &z, &mut expected);
             add_block_noise(enc, sigma, &mut BlockNoise::new(8, 9), &mut buf);
             assert_eq!(buf, expected, "{enc}");
+        }
+    }
+
+    #[test]
+    fn g711_codes_decode_to_the_standard_values_and_encode_back() {
+        let decode = |enc, code: u8| {
+            let mut z = [0.0];
+            let mut buf = [code];
+            add_noise(enc, &[0.0], &mut buf);
+            z[0] = match enc {
+                Encoding::ALaw => ALAW_TO_LINEAR[code as usize] as f64,
+                _ => ULAW_TO_LINEAR[code as usize] as f64,
+            };
+            (buf[0], z[0])
+        };
+        // The reference values of G.711's tables (as libsndfile and sox decode them).
+        assert_eq!(decode(Encoding::ALaw, 0xD5), (0xD5, 8.0));
+        assert_eq!(decode(Encoding::ALaw, 0x55), (0x55, -8.0));
+        assert_eq!(decode(Encoding::ALaw, 0xAA), (0xAA, 32256.0));
+        assert_eq!(decode(Encoding::ALaw, 0x2A), (0x2A, -32256.0));
+        assert_eq!(decode(Encoding::MuLaw, 0xFF), (0xFF, 0.0));
+        assert_eq!(decode(Encoding::MuLaw, 0x7F), (0xFF, 0.0));
+        assert_eq!(decode(Encoding::MuLaw, 0x80), (0x80, 32124.0));
+        assert_eq!(decode(Encoding::MuLaw, 0x00), (0x00, -32124.0));
+        for code in 0..=255u8 {
+            assert_eq!(decode(Encoding::ALaw, code).0, code);
+            if code != 0x7F {
+                assert_eq!(decode(Encoding::MuLaw, code).0, code);
+            }
+        }
+        // Every code survives sigma 0, µ-law's second zero included.
+        for enc in [Encoding::ALaw, Encoding::MuLaw] {
+            let all: Vec<u8> = (0..=255).collect();
+            let mut buf = all.clone();
+            add_block_noise(enc, 0.0, &mut BlockNoise::new(1, 1), &mut buf);
+            assert_eq!(buf, all);
+        }
+    }
+
+    #[test]
+    fn valid_bits_below_the_container_stay_on_their_grid() {
+        // 20 bits in 3 bytes: the low 4 bits stay zero and the noise has the asked size.
+        let n = 4 * CHUNK;
+        let values: Vec<f64> = (0..n).map(|i| ((i % 200) as f64 - 100.0) / 400.0).collect();
+        let mut buf = vec![0u8; n * 3];
+        for (v, raw) in values.iter().zip(buf.chunks_exact_mut(3)) {
+            let q = to_int(*v, (1 << 19) as f64) << 4;
+            raw.copy_from_slice(&I24::from_int(q));
+        }
+        let before = buf.clone();
+        let clipped = add_block_noise_on_grid(
+            Encoding::I24,
+            20,
+            0.01,
+            &mut BlockNoise::new(3, 4),
+            &mut buf,
+        );
+        assert_eq!(clipped, 0);
+        let mut diffs = Vec::new();
+        for (a, b) in before.chunks_exact(3).zip(buf.chunks_exact(3)) {
+            assert_eq!(b[0] & 0x0F, 0, "low bits");
+            diffs.push(I24::decode(b.try_into().unwrap()) - I24::decode(a.try_into().unwrap()));
+        }
+        let sd = (diffs.iter().map(|d| d * d).sum::<f64>() / n as f64).sqrt();
+        assert!((sd / 0.01 - 1.0).abs() < 0.05, "{sd}");
+        // Saturation at the top of the grid, not of the container.
+        let mut top = I16::from_int(0);
+        add_block_noise_on_grid(
+            Encoding::I16,
+            12,
+            50.0,
+            &mut BlockNoise::new(1, 1),
+            &mut top,
+        );
+        let v = i16::from_le_bytes(top);
+        assert!(v == 2047 << 4 || v == -2048 << 4, "{v:#x}");
+    }
+
+    #[test]
+    fn g711_encoders_are_the_reference_segment_search() {
+        fn search(v: i32, ends: &[i32; 8]) -> i32 {
+            ends.iter().take_while(|&&end| v > end).count() as i32
+        }
+        // Sun's g711.c, as written there.
+        fn alaw(pcm: i32) -> u8 {
+            let ends = [0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF];
+            let v = pcm >> 3;
+            let (mask, v) = if v >= 0 { (0xD5, v) } else { (0x55, -v - 1) };
+            let seg = search(v, &ends);
+            let code = match seg {
+                8.. => 0x7F,
+                0 | 1 => (seg << 4) | ((v >> 1) & 0x0F),
+                _ => (seg << 4) | ((v >> seg) & 0x0F),
+            };
+            (code ^ mask) as u8
+        }
+        fn ulaw(pcm: i32) -> u8 {
+            let ends = [0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF];
+            let v = pcm >> 2;
+            let (mask, v) = if v < 0 { (0x7F, -v) } else { (0xFF, v) };
+            let v = v.min(8159) + 0x21;
+            let seg = search(v, &ends);
+            let code = if seg >= 8 {
+                0x7F
+            } else {
+                (seg << 4) | ((v >> (seg + 1)) & 0x0F)
+            };
+            (code ^ mask) as u8
+        }
+        for pcm in -32768..32768 {
+            assert_eq!(linear_to_alaw(pcm), alaw(pcm), "A-law of {pcm}");
+            assert_eq!(linear_to_ulaw(pcm), ulaw(pcm), "µ-law of {pcm}");
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Test tones: a sine at a given frequency and amplitude, the same on every channel.
+//! Test tones: a sine at a given frequency and amplitude, the same on every channel. Past 4 GiB
+//! of samples the file is RF64.
 
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
@@ -26,10 +27,10 @@ pub fn write(path: &Path, tone: &Tone) -> io::Result<()> {
     let frames = tone.frames();
     let channels = layout.channels as usize;
     let data_len = frames * layout.frame_bytes();
-    let header = wav::header(&wav::fmt_chunk_for(layout), data_len)
+    let header = wav::header(wav::Container::Riff, &wav::fmt_chunk_for(layout), data_len)
         .map_err(|e| io::Error::other(e.to_string()))?;
     let mut out = BufWriter::with_capacity(1 << 20, super::output::create_new(path)?);
-    out.write_all(&header)?;
+    out.write_all(&header.bytes)?;
 
     const BLOCK_FRAMES: u64 = 16384;
     let step = std::f64::consts::TAU * tone.frequency / layout.sample_rate as f64;
@@ -49,9 +50,8 @@ pub fn write(path: &Path, tone: &Tone) -> io::Result<()> {
         out.write_all(&bytes)?;
         frame += n;
     }
-    if data_len % 2 == 1 {
-        // The pad byte after an odd-sized data chunk, which the RIFF size counts.
-        out.write_all(&[0])?;
-    }
+    // The pad byte after an odd-sized data chunk, which the RIFF size counts.
+    let pad = header.file_len - header.bytes.len() as u64 - data_len;
+    out.write_all(&vec![0; pad as usize])?;
     out.flush()
 }

@@ -44,6 +44,8 @@ pub struct Request<'a> {
     /// Where the samples are, as found when planning. A part of a split file reads these, never
     /// beyond, even if the file has grown since; without them the header is read again.
     pub wav: Option<&'a WavInfo>,
+    /// Write the samples in this encoding instead of the input's (`--output-format`).
+    pub output_format: Option<wav::Encoding>,
 }
 
 /// What was done.
@@ -56,6 +58,52 @@ pub struct Stats {
     /// The noise's standard deviation, relative to full scale.
     pub sigma: f64,
     pub size_recovered: bool,
+    /// What the output was written as.
+    pub output_encoding: wav::Encoding,
+    pub output_container: wav::Container,
+}
+
+/// How the output is written: in the input's format, or converted to another encoding.
+struct OutputPlan {
+    header: wav::Header,
+    encoding: wav::Encoding,
+    /// Samples are decoded, noised and encoded into another encoding.
+    converting: bool,
+}
+
+impl OutputPlan {
+    fn new(info: &WavInfo, output_format: Option<wav::Encoding>) -> Result<Self, WavError> {
+        let input = info.layout.encoding;
+        let converting = match output_format {
+            Some(e) => e != input || info.valid_bits < e.bits(),
+            None => false,
+        };
+        if !converting {
+            let header = wav::header(info.container, &info.fmt_chunk, info.data_len)?;
+            return Ok(OutputPlan {
+                header,
+                encoding: input,
+                converting,
+            });
+        }
+        let encoding = output_format.unwrap_or(input);
+        let layout = wav::Layout {
+            encoding,
+            ..info.layout
+        };
+        // The `fmt ` chunk is rebuilt, little-endian: a converted RIFX input becomes RIFF.
+        let container = match info.container {
+            wav::Container::Rifx => wav::Container::Riff,
+            other => other,
+        };
+        let data_len = info.frames() * layout.frame_bytes();
+        let header = wav::header(container, &wav::fmt_chunk_for(layout), data_len)?;
+        Ok(OutputPlan {
+            header,
+            encoding,
+            converting,
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -158,15 +206,15 @@ pub fn transform(req: &Request) -> Result<Stats, TransformError> {
         NoiseLevel::SnrDb(db) => rms(&input, info).map_err(changed_or)? / 10f64.powf(db / 20.0),
     };
 
-    let header = wav::header(&info.fmt_chunk, info.data_len)?;
+    let plan = OutputPlan::new(info, req.output_format)?;
     if req.parts > 1 {
         let output = output::open_shared_temp(req.temp_output).map_err(TransformError::Output)?;
-        let stats = write(req, &input, info, sigma, &header, &output).map_err(changed_or)?;
+        let stats = write(req, &input, info, sigma, &plan, &output).map_err(changed_or)?;
         unchanged(&input)?;
         return Ok(stats);
     }
     let new = NewFile::create(req.temp_output).map_err(TransformError::Output)?;
-    let written = write(req, &input, info, sigma, &header, new.file())
+    let written = write(req, &input, info, sigma, &plan, new.file())
         .map_err(changed_or)
         .and_then(|stats| unchanged(&input).map(|()| stats));
     match written {
@@ -187,20 +235,28 @@ fn write(
     input: &File,
     info: &WavInfo,
     sigma: f64,
-    header: &[u8],
+    plan: &OutputPlan,
     output: &File,
 ) -> Result<Stats, TransformError> {
-    // An odd-sized data chunk is followed by a pad byte, which the RIFF size counts; `set_len`
-    // leaves it zero.
-    let total_len = header.len() as u64 + info.data_len + (info.data_len & 1);
+    let header = &plan.header;
+    // An odd-sized data chunk is followed by a pad byte, which the RIFF size counts (Wave64 pads
+    // to 8 bytes); `set_len` leaves them zero.
+    let total_len = header.file_len;
+    let big_endian = info.container.big_endian();
     if output.metadata().map_err(TransformError::Output)?.len() != total_len {
         output.set_len(total_len).map_err(TransformError::Output)?;
     }
     output
-        .write_all_at(header, 0)
+        .write_all_at(&header.bytes, 0)
         .map_err(TransformError::Output)?;
 
     let bytes_per_sample = info.layout.encoding.bytes();
+    let out_bytes_per_sample = plan.encoding.bytes();
+    let mut converted = if plan.converting {
+        vec![0u8; noise::BLOCK_SAMPLES * out_bytes_per_sample]
+    } else {
+        Vec::new()
+    };
     let samples = info.samples();
     let total_blocks = samples.div_ceil(noise::BLOCK_SAMPLES as u64);
     let mut clipped = 0;
@@ -213,12 +269,39 @@ fn write(
             let at = first * bytes_per_sample as u64;
             read_exact_at(input, buf, info.data_offset + at)?;
             let mut rng = noise::BlockNoise::new(req.file_seed, block);
-            clipped += kernel::add_block_noise(info.layout.encoding, sigma, &mut rng, buf);
-            let offset = header.len() as u64 + at;
+            let encoding = info.layout.encoding;
+            if big_endian {
+                kernel::swap_bytes(encoding, buf);
+            }
+            let out: &[u8] = if plan.converting {
+                let out = &mut converted[..n * out_bytes_per_sample];
+                clipped += kernel::add_block_noise_into(
+                    encoding,
+                    plan.encoding,
+                    sigma,
+                    &mut rng,
+                    buf,
+                    out,
+                );
+                out
+            } else {
+                clipped += kernel::add_block_noise_on_grid(
+                    encoding,
+                    info.valid_bits,
+                    sigma,
+                    &mut rng,
+                    buf,
+                );
+                if big_endian {
+                    kernel::swap_bytes(encoding, buf);
+                }
+                buf
+            };
+            let offset = header.bytes.len() as u64 + first * out_bytes_per_sample as u64;
             output
-                .write_all_at(buf, offset)
+                .write_all_at(out, offset)
                 .map_err(TransformError::Output)?;
-            writeback.written(offset, buf.len() as u64);
+            writeback.written(offset, out.len() as u64);
         }
         Ok::<(), TransformError>(())
     })?;
@@ -231,6 +314,8 @@ fn write(
         clipped,
         sigma,
         size_recovered: info.size_recovered,
+        output_encoding: plan.encoding,
+        output_container: header.container,
     })
 }
 
@@ -242,6 +327,9 @@ fn rms(input: &File, info: &WavInfo) -> Result<f64, TransformError> {
         while at < info.data_len {
             let len = (info.data_len - at).min(buf.len() as u64) as usize;
             read_exact_at(input, &mut buf[..len], info.data_offset + at)?;
+            if info.container.big_endian() {
+                kernel::swap_bytes(info.layout.encoding, &mut buf[..len]);
+            }
             sum += kernel::sum_of_squares(info.layout.encoding, &buf[..len]);
             at += len as u64;
         }

@@ -51,6 +51,8 @@ pub struct RunOptions {
     pub settle: std::time::Duration,
     /// Times a file that changed while it was being read is started again.
     pub retries: u32,
+    /// `--output-format`: `None` keeps each input's.
+    pub output_format: Option<crate::etl::wav::Encoding>,
 }
 
 pub struct GenerateOptions {
@@ -367,6 +369,7 @@ pub fn run(pool: &mut Pool, opts: &RunOptions) -> Result<RunEnd, RunError> {
                     fsync: opts.fsync,
                     expect: planned.map(|p| p.identity),
                     wav: planned.and_then(|p| p.wav.clone()),
+                    output_format: opts.output_format,
                 };
                 Task {
                     id: id as u64,
@@ -470,6 +473,8 @@ pub fn run(pool: &mut Pool, opts: &RunOptions) -> Result<RunEnd, RunError> {
             r.frames = Some(stats.frames);
             r.channels = Some(stats.layout.channels);
             r.sample_rate = Some(stats.layout.sample_rate);
+            r.output_format = Some(stats.output_encoding.name());
+            r.output_container = Some(stats.output_container.name());
             r.clipped = Some(state.clipped);
             r.attempts = state.attempts_before + state.attempts;
             r.worker_pid = state.worker_pid;

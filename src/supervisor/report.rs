@@ -30,6 +30,9 @@ pub struct FileRecord {
     pub frames: Option<u64>,
     pub channels: Option<u16>,
     pub sample_rate: Option<u32>,
+    /// The output's encoding (`--output-format` names) and container.
+    pub output_format: Option<&'static str>,
+    pub output_container: Option<&'static str>,
     pub clipped: Option<u64>,
     pub attempts: u32,
     pub worker_pid: Option<u32>,
@@ -48,6 +51,8 @@ impl FileRecord {
             frames: None,
             channels: None,
             sample_rate: None,
+            output_format: None,
+            output_container: None,
             clipped: None,
             attempts: 0,
             worker_pid: None,
@@ -72,6 +77,8 @@ impl Serialize for FileRecord {
         map.serialize_entry("frames", &self.frames)?;
         map.serialize_entry("channels", &self.channels)?;
         map.serialize_entry("sample_rate", &self.sample_rate)?;
+        map.serialize_entry("output_format", &self.output_format)?;
+        map.serialize_entry("output_container", &self.output_container)?;
         map.serialize_entry("clipped", &self.clipped)?;
         map.serialize_entry("attempts", &self.attempts)?;
         map.serialize_entry("worker_pid", &self.worker_pid)?;

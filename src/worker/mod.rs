@@ -61,6 +61,7 @@ fn run_transform(job: &TransformJob) -> JobResult {
         fsync: job.fsync,
         expect: job.expect,
         wav: job.wav.as_ref(),
+        output_format: job.output_format,
     });
     JobResult {
         id: job.id,

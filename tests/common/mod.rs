@@ -789,3 +789,41 @@ pub fn libsndfile_info(path: &Path) -> Option<(u64, u16, u32)> {
         .collect();
     Some((v[0], v[1] as u16, v[2] as u32))
 }
+
+/// True when python3 can import `soundfile` (libsndfile, bundled in its wheel).
+pub fn have_soundfile() -> bool {
+    std::process::Command::new("python3")
+        .args(["-c", "import soundfile"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs a python3 script with `soundfile` and `numpy` imported as `sf` and `np` and the given
+/// arguments in `sys.argv[1:]`; panics with its stderr when it fails. Returns its stdout.
+pub fn soundfile_py(script: &str, args: &[&str]) -> String {
+    let full = format!("import sys, soundfile as sf, numpy as np\n{script}");
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(full)
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "python3 soundfile script failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// What libsndfile says a file is: `frames channels rate format subtype`.
+pub fn soundfile_info(path: &Path) -> String {
+    soundfile_py(
+        "i = sf.info(sys.argv[1]); print(i.frames, i.channels, i.samplerate, i.format, i.subtype)",
+        &[path.to_str().unwrap()],
+    )
+    .trim()
+    .to_string()
+}
