@@ -300,15 +300,21 @@ fn check_ours(path: &Path, meta: &fs::Metadata) -> io::Result<()> {
     if let Some(why) = link_refusal(meta) {
         return Err(refused(path, &why));
     }
-    // SAFETY: geteuid cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if meta.uid() != me {
+    if meta.uid() != effective_uid() {
         return Err(refused(
             path,
             &format!("it belongs to another user (uid {})", meta.uid()),
         ));
     }
     Ok(())
+}
+
+/// This process's effective user id, asked once (it never changes during a run): a system call
+/// per published file otherwise.
+fn effective_uid() -> u32 {
+    static EUID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    // SAFETY: geteuid cannot fail.
+    *EUID.get_or_init(|| unsafe { libc::geteuid() })
 }
 
 /// Turns the `ELOOP` of an `O_NOFOLLOW` open on a symbolic link into the refusal that says so.

@@ -7,7 +7,7 @@
 //! Memory is one block-sized buffer per worker, reused from file to file, whatever the file's size.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::Path;
@@ -92,19 +92,25 @@ impl From<WavError> for TransformError {
 /// Opens an input read-only, refusing anything that is not a regular file without blocking on it
 /// (opening a FIFO for reading would otherwise wait for a writer forever).
 pub fn open_input(path: &Path) -> Result<File, TransformError> {
+    open_input_with_metadata(path).map(|(file, _)| file)
+}
+
+/// [`open_input`], also giving the metadata it looked at: one `statx` serves both the check
+/// that it is a regular file and the caller's identity check.
+pub fn open_input_with_metadata(path: &Path) -> Result<(File, Metadata), TransformError> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| TransformError::Input(WavError::Io(e)))?;
-    let kind = file
+    let meta = file
         .metadata()
-        .map_err(|e| TransformError::Input(WavError::Io(e)))?
-        .file_type();
+        .map_err(|e| TransformError::Input(WavError::Io(e)))?;
+    let kind = meta.file_type();
     if !kind.is_file() {
         return Err(TransformError::NotRegular(file_kind(&kind)));
     }
-    Ok(file)
+    Ok((file, meta))
 }
 
 /// A word for a kind of file that is not a regular one.
@@ -130,7 +136,7 @@ pub fn part_blocks(total: u64, part: u32, parts: u32) -> std::ops::Range<u64> {
 }
 
 pub fn transform(req: &Request) -> Result<Stats, TransformError> {
-    let input = open_input(req.input)?;
+    let (input, opened) = open_input_with_metadata(req.input)?;
     let unchanged = |input: &File| match req.expect {
         None => Ok(()),
         Some(expect) => match expect.matches_file(input) {
@@ -139,7 +145,11 @@ pub fn transform(req: &Request) -> Result<Stats, TransformError> {
             Err(e) => Err(TransformError::Input(WavError::Io(e))),
         },
     };
-    unchanged(&input)?;
+    // Before the first read: the metadata taken when opening is of the open file, so it is the
+    // check (no second look needed).
+    if req.expect.is_some_and(|expect| InputIdentity::of(&opened) != expect) {
+        return Err(TransformError::Changed);
+    }
     // A read that fails because the file changed is a change, not a broken file.
     let changed_or = |e: TransformError| match unchanged(&input) {
         Err(changed @ TransformError::Changed) => changed,
@@ -161,12 +171,12 @@ pub fn transform(req: &Request) -> Result<Stats, TransformError> {
     let header = wav::header(&info.fmt_chunk, info.data_len)?;
     if req.parts > 1 {
         let output = output::open_shared_temp(req.temp_output).map_err(TransformError::Output)?;
-        let stats = write(req, &input, info, sigma, &header, &output).map_err(changed_or)?;
+        let stats = write(req, &input, info, sigma, &header, &output, false).map_err(changed_or)?;
         unchanged(&input)?;
         return Ok(stats);
     }
     let new = NewFile::create(req.temp_output).map_err(TransformError::Output)?;
-    let written = write(req, &input, info, sigma, &header, new.file())
+    let written = write(req, &input, info, sigma, &header, new.file(), true)
         .map_err(changed_or)
         .and_then(|stats| unchanged(&input).map(|()| stats));
     match written {
@@ -182,6 +192,7 @@ pub fn transform(req: &Request) -> Result<Stats, TransformError> {
 }
 
 /// Writes the header and this request's blocks into `output`, flushing them with `fsync`.
+/// A `fresh` output is new and empty, and this request writes all of it.
 fn write(
     req: &Request,
     input: &File,
@@ -189,22 +200,27 @@ fn write(
     sigma: f64,
     header: &[u8],
     output: &File,
+    fresh: bool,
 ) -> Result<Stats, TransformError> {
     // An odd-sized data chunk is followed by a pad byte, which the RIFF size counts; `set_len`
-    // leaves it zero.
+    // leaves it zero. A fresh output written whole gets its length from the writes themselves,
+    // so it needs `set_len` only for that pad byte (and no look at its length: it is empty).
     let total_len = header.len() as u64 + info.data_len + (info.data_len & 1);
-    if output.metadata().map_err(TransformError::Output)?.len() != total_len {
+    let sized = if fresh {
+        info.data_len & 1 == 0
+    } else {
+        output.metadata().map_err(TransformError::Output)?.len() == total_len
+    };
+    if !sized {
         output.set_len(total_len).map_err(TransformError::Output)?;
     }
-    output
-        .write_all_at(header, 0)
-        .map_err(TransformError::Output)?;
 
     let bytes_per_sample = info.layout.encoding.bytes();
     let samples = info.samples();
     let total_blocks = samples.div_ceil(noise::BLOCK_SAMPLES as u64);
     let mut clipped = 0;
     let mut writeback = Writeback::new(output, req.fsync);
+    let mut header_written = false;
     with_buffer(noise::BLOCK_SAMPLES * bytes_per_sample, |buf| {
         for block in part_blocks(total_blocks, req.part, req.parts) {
             let first = block * noise::BLOCK_SAMPLES as u64;
@@ -215,13 +231,24 @@ fn write(
             let mut rng = noise::BlockNoise::new(req.file_seed, block);
             clipped += kernel::add_block_noise(info.layout.encoding, sigma, &mut rng, buf);
             let offset = header.len() as u64 + at;
-            output
-                .write_all_at(buf, offset)
-                .map_err(TransformError::Output)?;
+            if offset == header.len() as u64 {
+                // The first block follows the header: one system call writes both.
+                write_all_at_pair(output, header, buf).map_err(TransformError::Output)?;
+                header_written = true;
+            } else {
+                output
+                    .write_all_at(buf, offset)
+                    .map_err(TransformError::Output)?;
+            }
             writeback.written(offset, buf.len() as u64);
         }
         Ok::<(), TransformError>(())
     })?;
+    if !header_written {
+        output
+            .write_all_at(header, 0)
+            .map_err(TransformError::Output)?;
+    }
     if req.fsync {
         output.sync_all().map_err(TransformError::Output)?;
     }
@@ -321,6 +348,37 @@ impl<'a> Writeback<'a> {
 
     #[cfg(not(target_os = "linux"))]
     fn start(&self, _range: std::ops::Range<u64>) {}
+}
+
+/// Writes `first` at offset 0 of `file` and `second` right after it, with one `pwritev` when
+/// the kernel takes it all (it does for regular files, short of a full disk).
+fn write_all_at_pair(file: &File, first: &[u8], second: &[u8]) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let iov = [
+        libc::iovec {
+            iov_base: first.as_ptr() as *mut libc::c_void,
+            iov_len: first.len(),
+        },
+        libc::iovec {
+            iov_base: second.as_ptr() as *mut libc::c_void,
+            iov_len: second.len(),
+        },
+    ];
+    // SAFETY: both iovecs point into live slices that outlive the call; the kernel only reads.
+    let n = unsafe { libc::pwritev(file.as_raw_fd(), iov.as_ptr(), 2, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // A short write: the rest, one slice at a time.
+    let n = n as usize;
+    if n < first.len() {
+        file.write_all_at(&first[n..], n as u64)?;
+    }
+    let done_of_second = n.saturating_sub(first.len());
+    file.write_all_at(
+        &second[done_of_second..],
+        (first.len() + done_of_second) as u64,
+    )
 }
 
 fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> Result<(), TransformError> {
