@@ -56,18 +56,28 @@ fn every_output_is_flushed_before_its_final_name_and_its_folder_after() {
     let renames: Vec<&Syscall> = calls
         .iter()
         .filter(|c| c.name.starts_with("rename") && c.ret == 0)
-        .filter(|c| c.paths().last().is_some_and(|p| p.ends_with("-transformed.wav")))
+        .filter(|c| {
+            c.paths()
+                .last()
+                .is_some_and(|p| p.ends_with("-transformed.wav"))
+        })
         .collect();
     assert_eq!(
         renames.len(),
         6,
         "one rename to a final name per output: {:#?}",
-        calls.iter().filter(|c| c.name.starts_with("rename")).collect::<Vec<_>>()
+        calls
+            .iter()
+            .filter(|c| c.name.starts_with("rename"))
+            .collect::<Vec<_>>()
     );
     for rename in &renames {
         let paths = rename.paths();
         let (temp, output) = (&paths[0], &paths[paths.len() - 1]);
-        assert!(Path::new(output).exists(), "{output} was renamed into place");
+        assert!(
+            Path::new(output).exists(),
+            "{output} was renamed into place"
+        );
         // The temporary got its name from the unnamed file the worker wrote.
         let link = calls
             .iter()
@@ -93,9 +103,15 @@ fn every_output_is_flushed_before_its_final_name_and_its_folder_after() {
         matches!(c.name.as_str(), "fsync" | "fdatasync" | "syncfs")
             && c.ret == 0
             && c.start > last_rename
-            && c.fd(0).and_then(|(_, p)| p).is_some_and(|p| Path::new(&p) == folder)
+            && c.fd(0)
+                .and_then(|(_, p)| p)
+                .is_some_and(|p| Path::new(&p) == folder)
     });
-    assert!(folder_flushed, "{} was not flushed after its last rename", folder.display());
+    assert!(
+        folder_flushed,
+        "{} was not flushed after its last rename",
+        folder.display()
+    );
 }
 
 #[test]
@@ -113,7 +129,16 @@ fn the_strace_parser_joins_interrupted_calls_and_resolves_folder_descriptors() {
     assert_eq!((calls[0].name.as_str(), calls[0].pid), ("fsync", 11));
     assert_eq!(calls[0].fd(0), Some((7, Some("/w/d/x.wav".into()))));
     let open = &calls[1];
-    assert_eq!((open.name.as_str(), open.start, open.end, open.ret), ("openat", 0, 2, 6));
-    assert_eq!(calls[2].paths(), ["/w/d/.a, b.etl-tmp", "/w/d/a-transformed.wav"]);
-    assert_eq!((calls[3].ret, calls[3].errno.as_deref()), (-1, Some("ENOENT")));
+    assert_eq!(
+        (open.name.as_str(), open.start, open.end, open.ret),
+        ("openat", 0, 2, 6)
+    );
+    assert_eq!(
+        calls[2].paths(),
+        ["/w/d/.a, b.etl-tmp", "/w/d/a-transformed.wav"]
+    );
+    assert_eq!(
+        (calls[3].ret, calls[3].errno.as_deref()),
+        (-1, Some("ENOENT"))
+    );
 }

@@ -147,7 +147,10 @@ pub fn transform(req: &Request) -> Result<Stats, TransformError> {
     };
     // Before the first read: the metadata taken when opening is of the open file, so it is the
     // check (no second look needed).
-    if req.expect.is_some_and(|expect| InputIdentity::of(&opened) != expect) {
+    if req
+        .expect
+        .is_some_and(|expect| InputIdentity::of(&opened) != expect)
+    {
         return Err(TransformError::Changed);
     }
     // A read that fails because the file changed is a change, not a broken file.

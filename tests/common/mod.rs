@@ -878,7 +878,8 @@ fn unquote(arg: &str) -> Option<String> {
 
 /// Splits `a, {b, c}, "d, e"` at its top-level commas.
 fn split_args(s: &str) -> Vec<String> {
-    let (mut out, mut cur, mut depth, mut quoted, mut escaped) = (vec![], String::new(), 0, false, false);
+    let (mut out, mut cur, mut depth, mut quoted, mut escaped) =
+        (vec![], String::new(), 0, false, false);
     for c in s.chars() {
         if quoted {
             cur.push(c);
@@ -962,7 +963,10 @@ pub fn parse_strace(log: &str) -> Vec<Syscall> {
                     .or_else(|| i64::from_str_radix(r.trim_start_matches("0x"), 16).ok())
             })
             .unwrap_or(0);
-        let errno = result.next().filter(|e| e.starts_with('E')).map(str::to_string);
+        let errno = result
+            .next()
+            .filter(|e| e.starts_with('E'))
+            .map(str::to_string);
         calls.push(Syscall {
             pid,
             name,
@@ -991,7 +995,9 @@ pub fn have_strace() -> bool {
 /// when strace is missing or may not trace here.
 pub fn etl_traced(cwd: &Path, trace: &str, args: &[&str]) -> Option<(Run, Vec<Syscall>)> {
     if !have_strace() {
-        eprintln!("skipped: strace is not installed or may not trace here (apt-get install strace)");
+        eprintln!(
+            "skipped: strace is not installed or may not trace here (apt-get install strace)"
+        );
         return None;
     }
     let bin = assert_cmd::cargo::cargo_bin("etl");
