@@ -12,7 +12,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use super::transform::{TransformError, open_input};
+use super::transform::{TransformError, open_input_with_metadata};
 use super::wav::{self, WavInfo};
 
 /// Which file, and which version of it: device, inode, size and modification time to the
@@ -60,10 +60,7 @@ pub struct Planned {
 /// Looks at a file once: its identity (taken before the header is read, so that a change while
 /// reading it shows as a changed identity later) and its header.
 pub fn plan(path: &Path) -> Result<Planned, TransformError> {
-    let file = open_input(path)?;
-    let meta = file
-        .metadata()
-        .map_err(|e| TransformError::Input(wav::WavError::Io(e)))?;
+    let (file, meta) = open_input_with_metadata(path)?;
     let identity = InputIdentity::of(&meta);
     Ok(Planned {
         identity,

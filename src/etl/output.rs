@@ -300,15 +300,21 @@ fn check_ours(path: &Path, meta: &fs::Metadata) -> io::Result<()> {
     if let Some(why) = link_refusal(meta) {
         return Err(refused(path, &why));
     }
-    // SAFETY: geteuid cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if meta.uid() != me {
+    if meta.uid() != effective_uid() {
         return Err(refused(
             path,
             &format!("it belongs to another user (uid {})", meta.uid()),
         ));
     }
     Ok(())
+}
+
+/// This process's effective user id, asked once (it never changes during a run): a system call
+/// per published file otherwise.
+fn effective_uid() -> u32 {
+    static EUID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    // SAFETY: geteuid cannot fail.
+    *EUID.get_or_init(|| unsafe { libc::geteuid() })
 }
 
 /// Turns the `ELOOP` of an `O_NOFOLLOW` open on a symbolic link into the refusal that says so.
@@ -344,6 +350,50 @@ pub fn folder(path: &Path) -> &Path {
 /// Flushes the folder holding `path`, so that a name just created in it survives a power loss.
 pub fn sync_folder(path: &Path) -> io::Result<()> {
     File::open(folder(path))?.sync_all()
+}
+
+/// Makes the data of a batch of files written without a flush durable, with one `syncfs` per
+/// filesystem they are on, and returns each file's outcome, in order. Cheaper than a flush per
+/// file: measured on ext4 (BENCHMARKS.md, "Flushing a batch"), 2000 files of 44 KB took 1.14× the
+/// time of no flush at all with `syncfs`, 3.8× with early `sync_file_range` then `fdatasync` of
+/// each, and 9× with an fsync of each. `syncfs` also writes what other processes left dirty on
+/// the filesystem, and says only that some write-back failed, not which: when it fails, each
+/// file is flushed on its own, so that the error lands on the files it concerns.
+pub fn flush_batch(files: &[&File]) -> Vec<io::Result<()>> {
+    let mut filesystems: Vec<(u64, io::Result<()>)> = Vec::new();
+    let devices: Vec<io::Result<u64>> = files
+        .iter()
+        .map(|f| f.metadata().map(|m| m.dev()))
+        .collect();
+    for (file, dev) in files.iter().zip(&devices) {
+        if let Ok(dev) = dev
+            && !filesystems.iter().any(|(d, _)| d == dev)
+        {
+            filesystems.push((*dev, sync_filesystem(file)));
+        }
+    }
+    files
+        .iter()
+        .zip(devices)
+        .map(|(file, dev)| {
+            let synced = dev.is_ok_and(|dev| {
+                filesystems
+                    .iter()
+                    .any(|(d, result)| *d == dev && result.is_ok())
+            });
+            if synced { Ok(()) } else { file.sync_data() }
+        })
+        .collect()
+}
+
+/// Flushes the whole filesystem `file` is on (`syncfs`): every dirty page and inode on it.
+pub fn sync_filesystem(file: &File) -> io::Result<()> {
+    // SAFETY: a plain system call on an open descriptor.
+    if unsafe { libc::syncfs(file.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Links an unnamed open file under `name`, through its `/proc/self/fd` entry (`linkat` with
@@ -383,7 +433,7 @@ fn unnamed_files_work() -> bool {
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{FileExt, PermissionsExt};
 
     fn names(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(dir)
@@ -415,6 +465,23 @@ mod tests {
             assert_eq!(fs::read(&temp).unwrap(), content);
             assert_eq!(names(dir.path()), [".a-transformed.wav.x.etl-tmp"]);
         }
+    }
+
+    #[test]
+    fn a_batch_is_flushed_once_per_filesystem_and_every_file_gets_its_outcome() {
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let files: Vec<File> = (0..5)
+            .map(|i| {
+                let file = create_new(&dirs[i % 2].path().join(format!("f{i}"))).unwrap();
+                file.write_all_at(&[i as u8; 1000], 0).unwrap();
+                file
+            })
+            .collect();
+        let refs: Vec<&File> = files.iter().collect();
+        let outcomes = flush_batch(&refs);
+        assert_eq!(outcomes.len(), 5);
+        assert!(outcomes.iter().all(|o| o.is_ok()), "{outcomes:?}");
+        assert!(flush_batch(&[]).is_empty());
     }
 
     #[test]

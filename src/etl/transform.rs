@@ -7,7 +7,7 @@
 //! Memory is one block-sized buffer per worker, reused from file to file, whatever the file's size.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::Path;
@@ -140,19 +140,25 @@ impl From<WavError> for TransformError {
 /// Opens an input read-only, refusing anything that is not a regular file without blocking on it
 /// (opening a FIFO for reading would otherwise wait for a writer forever).
 pub fn open_input(path: &Path) -> Result<File, TransformError> {
+    open_input_with_metadata(path).map(|(file, _)| file)
+}
+
+/// [`open_input`], also giving the metadata it looked at: one `statx` serves both the check
+/// that it is a regular file and the caller's identity check.
+pub fn open_input_with_metadata(path: &Path) -> Result<(File, Metadata), TransformError> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| TransformError::Input(WavError::Io(e)))?;
-    let kind = file
+    let meta = file
         .metadata()
-        .map_err(|e| TransformError::Input(WavError::Io(e)))?
-        .file_type();
+        .map_err(|e| TransformError::Input(WavError::Io(e)))?;
+    let kind = meta.file_type();
     if !kind.is_file() {
         return Err(TransformError::NotRegular(file_kind(&kind)));
     }
-    Ok(file)
+    Ok((file, meta))
 }
 
 /// A word for a kind of file that is not a regular one.
@@ -178,7 +184,7 @@ pub fn part_blocks(total: u64, part: u32, parts: u32) -> std::ops::Range<u64> {
 }
 
 pub fn transform(req: &Request) -> Result<Stats, TransformError> {
-    let input = open_input(req.input)?;
+    let (input, opened) = open_input_with_metadata(req.input)?;
     let unchanged = |input: &File| match req.expect {
         None => Ok(()),
         Some(expect) => match expect.matches_file(input) {
@@ -187,7 +193,14 @@ pub fn transform(req: &Request) -> Result<Stats, TransformError> {
             Err(e) => Err(TransformError::Input(WavError::Io(e))),
         },
     };
-    unchanged(&input)?;
+    // Before the first read: the metadata taken when opening is of the open file, so it is the
+    // check (no second look needed).
+    if req
+        .expect
+        .is_some_and(|expect| InputIdentity::of(&opened) != expect)
+    {
+        return Err(TransformError::Changed);
+    }
     // A read that fails because the file changed is a change, not a broken file.
     let changed_or = |e: TransformError| match unchanged(&input) {
         Err(changed @ TransformError::Changed) => changed,
@@ -209,12 +222,12 @@ pub fn transform(req: &Request) -> Result<Stats, TransformError> {
     let plan = OutputPlan::new(info, req.output_format)?;
     if req.parts > 1 {
         let output = output::open_shared_temp(req.temp_output).map_err(TransformError::Output)?;
-        let stats = write(req, &input, info, sigma, &plan, &output).map_err(changed_or)?;
+        let stats = write(req, &input, info, sigma, &plan, &output, false).map_err(changed_or)?;
         unchanged(&input)?;
         return Ok(stats);
     }
     let new = NewFile::create(req.temp_output).map_err(TransformError::Output)?;
-    let written = write(req, &input, info, sigma, &plan, new.file())
+    let written = write(req, &input, info, sigma, &plan, new.file(), true)
         .map_err(changed_or)
         .and_then(|stats| unchanged(&input).map(|()| stats));
     match written {
@@ -230,6 +243,7 @@ pub fn transform(req: &Request) -> Result<Stats, TransformError> {
 }
 
 /// Writes the header and this request's blocks into `output`, flushing them with `fsync`.
+/// A `fresh` output is new and empty, and this request writes all of it.
 fn write(
     req: &Request,
     input: &File,
@@ -237,18 +251,24 @@ fn write(
     sigma: f64,
     plan: &OutputPlan,
     output: &File,
+    fresh: bool,
 ) -> Result<Stats, TransformError> {
     let header = &plan.header;
     // An odd-sized data chunk is followed by a pad byte, which the RIFF size counts (Wave64 pads
-    // to 8 bytes); `set_len` leaves them zero.
+    // to 8 bytes); `set_len` leaves them zero. A fresh output written whole gets its length from
+    // the writes themselves, so it needs `set_len` only for that padding (and no look at its
+    // length: it is empty).
     let total_len = header.file_len;
     let big_endian = info.container.big_endian();
-    if output.metadata().map_err(TransformError::Output)?.len() != total_len {
+    let written_len = header.bytes.len() as u64 + info.samples() * plan.encoding.bytes() as u64;
+    let sized = if fresh {
+        written_len == total_len
+    } else {
+        output.metadata().map_err(TransformError::Output)?.len() == total_len
+    };
+    if !sized {
         output.set_len(total_len).map_err(TransformError::Output)?;
     }
-    output
-        .write_all_at(&header.bytes, 0)
-        .map_err(TransformError::Output)?;
 
     let bytes_per_sample = info.layout.encoding.bytes();
     let out_bytes_per_sample = plan.encoding.bytes();
@@ -261,6 +281,7 @@ fn write(
     let total_blocks = samples.div_ceil(noise::BLOCK_SAMPLES as u64);
     let mut clipped = 0;
     let mut writeback = Writeback::new(output, req.fsync);
+    let mut header_written = false;
     with_buffer(noise::BLOCK_SAMPLES * bytes_per_sample, |buf| {
         for block in part_blocks(total_blocks, req.part, req.parts) {
             let first = block * noise::BLOCK_SAMPLES as u64;
@@ -298,13 +319,24 @@ fn write(
                 buf
             };
             let offset = header.bytes.len() as u64 + first * out_bytes_per_sample as u64;
-            output
-                .write_all_at(out, offset)
-                .map_err(TransformError::Output)?;
+            if first == 0 {
+                // The first block follows the header: one system call writes both.
+                write_all_at_pair(output, &header.bytes, out).map_err(TransformError::Output)?;
+                header_written = true;
+            } else {
+                output
+                    .write_all_at(out, offset)
+                    .map_err(TransformError::Output)?;
+            }
             writeback.written(offset, out.len() as u64);
         }
         Ok::<(), TransformError>(())
     })?;
+    if !header_written {
+        output
+            .write_all_at(&header.bytes, 0)
+            .map_err(TransformError::Output)?;
+    }
     if req.fsync {
         output.sync_all().map_err(TransformError::Output)?;
     }
@@ -409,6 +441,37 @@ impl<'a> Writeback<'a> {
 
     #[cfg(not(target_os = "linux"))]
     fn start(&self, _range: std::ops::Range<u64>) {}
+}
+
+/// Writes `first` at offset 0 of `file` and `second` right after it, with one `pwritev` when
+/// the kernel takes it all (it does for regular files, short of a full disk).
+fn write_all_at_pair(file: &File, first: &[u8], second: &[u8]) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let iov = [
+        libc::iovec {
+            iov_base: first.as_ptr() as *mut libc::c_void,
+            iov_len: first.len(),
+        },
+        libc::iovec {
+            iov_base: second.as_ptr() as *mut libc::c_void,
+            iov_len: second.len(),
+        },
+    ];
+    // SAFETY: both iovecs point into live slices that outlive the call; the kernel only reads.
+    let n = unsafe { libc::pwritev(file.as_raw_fd(), iov.as_ptr(), 2, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // A short write: the rest, one slice at a time.
+    let n = n as usize;
+    if n < first.len() {
+        file.write_all_at(&first[n..], n as u64)?;
+    }
+    let done_of_second = n.saturating_sub(first.len());
+    file.write_all_at(
+        &second[done_of_second..],
+        (first.len() + done_of_second) as u64,
+    )
 }
 
 fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> Result<(), TransformError> {

@@ -827,3 +827,229 @@ pub fn soundfile_info(path: &Path) -> String {
     .trim()
     .to_string()
 }
+
+// ---------------------------------------------------------------------------------------------
+// System calls, as strace saw them
+// ---------------------------------------------------------------------------------------------
+
+/// The system calls that decide what is on stable storage and under which name: every call on
+/// a path (`%file`), and the flushes.
+pub const STRACE_DURABILITY_CALLS: &str = "trace=%file,fsync,fdatasync,syncfs,sync_file_range";
+
+/// One system call from an `strace -f -y` log.
+#[derive(Debug, Clone)]
+pub struct Syscall {
+    /// The thread that made it (the process id for a single-threaded process).
+    pub pid: u32,
+    pub name: String,
+    /// The arguments as strace printed them, split at the top-level commas.
+    pub args: Vec<String>,
+    /// The return value (-1 for an error, with the error in `errno`).
+    pub ret: i64,
+    pub errno: Option<String>,
+    /// Line numbers in the log where the call started and where it returned: a call that
+    /// returned before another started has `end < other.start`.
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Syscall {
+    /// Argument `i` as a file descriptor: its number and, with `-y`, the path strace showed
+    /// for it (`6</dir/name>`; `AT_FDCWD` is -100 with no path).
+    pub fn fd(&self, i: usize) -> Option<(i32, Option<String>)> {
+        let arg = self.args.get(i)?.trim();
+        if arg == "AT_FDCWD" {
+            return Some((-100, None));
+        }
+        let (num, rest) = match arg.find('<') {
+            Some(at) => (&arg[..at], Some(&arg[at + 1..])),
+            None => (arg, None),
+        };
+        let fd = num.parse().ok()?;
+        let path = rest.map(|r| r.strip_suffix('>').unwrap_or(r).to_string());
+        Some((fd, path))
+    }
+
+    /// The quoted path arguments, each made absolute with the folder descriptor before it when
+    /// it is relative to one (`renameat(6</dir>, "a", 6</dir>, "b")` gives `/dir/a`, `/dir/b`).
+    pub fn paths(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, arg) in self.args.iter().enumerate() {
+            let Some(path) = unquote(arg.trim()) else {
+                continue;
+            };
+            let dir = i
+                .checked_sub(1)
+                .and_then(|j| self.fd(j))
+                .and_then(|(_, dir)| dir);
+            match dir {
+                Some(dir) if !path.starts_with('/') && !path.is_empty() => {
+                    out.push(format!("{dir}/{path}"))
+                }
+                _ => out.push(path),
+            }
+        }
+        out
+    }
+}
+
+/// A C string as strace prints it (`"a\"b"`), without its quotes; None if `arg` is not one.
+fn unquote(arg: &str) -> Option<String> {
+    let inner = arg.strip_prefix('"')?;
+    let inner = inner.strip_suffix("\"...").or(inner.strip_suffix('"'))?;
+    let mut out = String::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some(other) => out.push(other),
+                None => {}
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Some(out)
+}
+
+/// Splits `a, {b, c}, "d, e"` at its top-level commas.
+fn split_args(s: &str) -> Vec<String> {
+    let (mut out, mut cur, mut depth, mut quoted, mut escaped) =
+        (vec![], String::new(), 0, false, false);
+    for c in s.chars() {
+        if quoted {
+            cur.push(c);
+            match (escaped, c) {
+                (false, '\\') => escaped = true,
+                (false, '"') => quoted = false,
+                _ => escaped = false,
+            }
+            continue;
+        }
+        match c {
+            '"' => quoted = true,
+            '{' | '[' | '(' | '<' => depth += 1,
+            '}' | ']' | ')' | '>' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(cur.trim().to_string());
+                cur.clear();
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur.trim().to_string());
+    }
+    out
+}
+
+/// Parses an `strace -f` log (each line prefixed by the thread id), joining the halves of a call
+/// that another thread interrupted (`<unfinished ...>`, then `<... NAME resumed>`). Signals and
+/// exits are left out.
+pub fn parse_strace(log: &str) -> Vec<Syscall> {
+    // A thread's unfinished call: its line number and the text so far.
+    let mut unfinished: std::collections::HashMap<u32, (usize, String)> = Default::default();
+    let mut calls = Vec::new();
+    for (n, line) in log.lines().enumerate() {
+        let Some((pid, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        let Ok(pid) = pid.trim().parse::<u32>() else {
+            continue;
+        };
+        let rest = rest.trim_start();
+        let (start, text) = if let Some(head) = rest.strip_suffix(" <unfinished ...>") {
+            unfinished.insert(pid, (n, head.to_string()));
+            continue;
+        } else if let Some(tail) = rest.strip_prefix("<... ") {
+            let Some((_, tail)) = tail.split_once(" resumed>") else {
+                continue;
+            };
+            match unfinished.remove(&pid) {
+                Some((start, head)) => (start, format!("{head}{tail}")),
+                None => continue,
+            }
+        } else {
+            (n, rest.to_string())
+        };
+        let Some(open) = text.find('(') else {
+            continue;
+        };
+        let name = text[..open].to_string();
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            continue; // "--- SIGCHLD ...", "+++ exited ..."
+        }
+        // `NAME(ARGS) = RET`, with spaces before the `=` that align the results.
+        let Some(eq) = text.rfind(" = ") else {
+            continue; // no return (exit_group, a process killed mid-call)
+        };
+        let Some(args) = text[..eq].trim_end().strip_suffix(')') else {
+            continue;
+        };
+        let args = split_args(args.get(open + 1..).unwrap_or(""));
+        let mut result = text[eq + 3..].split_whitespace();
+        let ret = result
+            .next()
+            .map(|r| r.split('<').next().unwrap_or(r)) // `6</path>` with -y
+            .and_then(|r| {
+                r.parse::<i64>()
+                    .ok()
+                    .or_else(|| i64::from_str_radix(r.trim_start_matches("0x"), 16).ok())
+            })
+            .unwrap_or(0);
+        let errno = result
+            .next()
+            .filter(|e| e.starts_with('E'))
+            .map(str::to_string);
+        calls.push(Syscall {
+            pid,
+            name,
+            args,
+            ret,
+            errno,
+            start,
+            end: n,
+        });
+    }
+    calls
+}
+
+/// True when strace runs here and may trace (it may not in a container without ptrace).
+pub fn have_strace() -> bool {
+    std::process::Command::new("strace")
+        .args(["-f", "-o", "/dev/null", "true"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs the `etl` binary with `args` in `cwd` under `strace -f -y -e TRACE` and returns what it
+/// did and the system calls it made (all processes and threads), or None, after printing why,
+/// when strace is missing or may not trace here.
+pub fn etl_traced(cwd: &Path, trace: &str, args: &[&str]) -> Option<(Run, Vec<Syscall>)> {
+    if !have_strace() {
+        eprintln!(
+            "skipped: strace is not installed or may not trace here (apt-get install strace)"
+        );
+        return None;
+    }
+    let bin = assert_cmd::cargo::cargo_bin("etl");
+    let log = tempfile::NamedTempFile::new().expect("a temporary file for the trace");
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-y", "-qq", "-e", trace, "-o"])
+        .arg(log.path())
+        .arg(&bin)
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("strace runs");
+    let text = fs::read_to_string(log.path()).expect("strace wrote its log");
+    Some((Run::from_output(out), parse_strace(&text)))
+}
