@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::etl::levels::Span;
 use crate::etl::wav::Encoding;
 use crate::supervisor::discover::Shard;
 
@@ -68,14 +69,15 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct NoiseArgs {
-    /// Standard deviation of the noise, relative to full scale (1.0); 0 to 1000.
-    #[arg(long, value_parser = sigma, conflicts_with = "snr_db", allow_negative_numbers = true)]
-    pub sigma: Option<f64>,
+    /// Standard deviation of the noise, relative to full scale (1.0); 0 to 1000. LOW..HIGH
+    /// draws one per output, uniformly.
+    #[arg(long, value_parser = sigma_span, conflicts_with = "snr_db", allow_negative_numbers = true, value_name = "SIGMA|LOW..HIGH")]
+    pub sigma: Option<Span>,
 
     /// Noise level as a signal-to-noise ratio in dB against each file's RMS (all channels);
-    /// -300 to 300.
-    #[arg(long, value_parser = snr_db, allow_negative_numbers = true)]
-    pub snr_db: Option<f64>,
+    /// -300 to 300. LOW..HIGH draws one per output, uniformly in dB.
+    #[arg(long, value_parser = snr_db_span, allow_hyphen_values = true, value_name = "DB|LOW..HIGH")]
+    pub snr_db: Option<Span>,
 
     /// Seed for the noise: the same seed gives the same bytes whatever -j. Drawn and logged if
     /// not given.
@@ -146,6 +148,17 @@ pub struct RunArgs {
     /// every file.
     #[arg(long, default_value = "1s", value_parser = duration, value_name = "DURATION")]
     pub settle: Duration,
+
+    /// Outputs per input, each with its own noise (and level, from a range): NAME-transformed-0.wav
+    /// .. NAME-transformed-{N-1}.wav. With 1, NAME-transformed.wav.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000), value_name = "N")]
+    pub variants: u32,
+
+    /// Write a CSV dataset manifest: one row per output (file_name, source, variant, sigma,
+    /// snr_db, seed, frames, sample_rate, channels); metadata.csv in the output folder suits
+    /// Hugging Face's audiofolder and pandas.
+    #[arg(long, value_name = "PATH")]
+    pub manifest: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -154,13 +167,13 @@ pub struct ToneArgs {
     #[arg(long, default_value_t = 24, value_name = "N")]
     pub count: u32,
 
-    /// Length of each file in seconds (fractions allowed).
-    #[arg(long, default_value_t = 240.0, value_parser = positive, value_name = "SECONDS")]
-    pub duration: f64,
+    /// Length of each file in seconds (fractions allowed); LOW..HIGH draws one per file.
+    #[arg(long, default_value = "240", value_parser = positive_span, value_name = "SECONDS|LOW..HIGH")]
+    pub duration: Span,
 
-    /// Tone frequency in Hz.
-    #[arg(long, default_value_t = 440.0, value_parser = positive, value_name = "HZ")]
-    pub frequency: f64,
+    /// Tone frequency in Hz; LOW..HIGH draws one per file.
+    #[arg(long, default_value = "440", value_parser = positive_span, value_name = "HZ|LOW..HIGH")]
+    pub frequency: Span,
 
     /// Peak amplitude relative to full scale, from 0 to 1.
     #[arg(long, default_value_t = 0.5, value_parser = unit_interval)]
@@ -195,6 +208,11 @@ pub struct GenArgs {
 
     #[command(flatten)]
     pub tone: ToneArgs,
+
+    /// Seed for the ranges of --duration and --frequency: the same seed gives the same files.
+    /// Drawn and logged if not given.
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -263,6 +281,18 @@ fn snr_db(s: &str) -> Result<f64, String> {
             "{s} dB is out of range; it must be from -{MAX_SNR_DB} to {MAX_SNR_DB}"
         ))
     }
+}
+
+fn sigma_span(s: &str) -> Result<Span, String> {
+    Span::parse(s, sigma)
+}
+
+fn snr_db_span(s: &str) -> Result<Span, String> {
+    Span::parse(s, snr_db)
+}
+
+fn positive_span(s: &str) -> Result<Span, String> {
+    Span::parse(s, positive)
 }
 
 fn non_negative(s: &str) -> Result<f64, String> {

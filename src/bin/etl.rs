@@ -51,6 +51,11 @@ fn main() -> ExitCode {
 
     let exit = match cli.command {
         Command::Run(args) => {
+            refuse_until_supported(&[
+                (args.variants > 1, "--variants above 1"),
+                (args.manifest.is_some(), "--manifest"),
+                (!noise_is_single(&args.noise), "a range LOW..HIGH for --sigma or --snr-db"),
+            ]);
             let jobs = jobs(args.jobs);
             let mut pool = Pool::new(PoolConfig {
                 workers: jobs,
@@ -78,6 +83,7 @@ fn main() -> ExitCode {
             conclude(supervisor::run(&mut pool, &opts))
         }
         Command::GenFakeData(args) => {
+            refuse_until_supported(&[(!tone_is_single(&args.tone), TONE_RANGES)]);
             let mut pool = Pool::new(pool_config(args.tone.jobs, worker_args));
             conclude(supervisor::generate(
                 &mut pool,
@@ -85,6 +91,10 @@ fn main() -> ExitCode {
             ))
         }
         Command::Demo(args) => {
+            refuse_until_supported(&[
+                (!tone_is_single(&args.tone), TONE_RANGES),
+                (!noise_is_single(&args.noise), "a range LOW..HIGH for --sigma or --snr-db"),
+            ]);
             let mut pool = Pool::new(pool_config(args.tone.jobs, worker_args));
             let generated = supervisor::generate(
                 &mut pool,
@@ -176,10 +186,34 @@ fn pool_config(jobs_asked: Option<u16>, worker_args: Vec<String>) -> PoolConfig 
     }
 }
 
+const TONE_RANGES: &str = "a range LOW..HIGH for --duration or --frequency";
+
+/// Flags that parse but that the run cannot act on yet: a usage error naming them, rather than
+/// a run that silently ignores them.
+fn refuse_until_supported(asked: &[(bool, &str)]) {
+    if let Some((_, what)) = asked.iter().find(|(given, _)| *given) {
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!("{what} is not supported by this version of etl yet"),
+            )
+            .exit();
+    }
+}
+
+fn noise_is_single(args: &NoiseArgs) -> bool {
+    args.sigma.is_none_or(|s| s.is_single()) && args.snr_db.is_none_or(|s| s.is_single())
+}
+
+fn tone_is_single(args: &ToneArgs) -> bool {
+    args.duration.is_single() && args.frequency.is_single()
+}
+
+/// The level of a run whose level is one value (ranges are refused before this).
 fn noise_level(args: &NoiseArgs) -> NoiseLevel {
     match (args.sigma, args.snr_db) {
-        (_, Some(db)) => NoiseLevel::SnrDb(db),
-        (Some(s), None) => NoiseLevel::Sigma(s),
+        (_, Some(db)) => NoiseLevel::SnrDb(db.low),
+        (Some(s), None) => NoiseLevel::Sigma(s.low),
         (None, None) => NoiseLevel::Sigma(0.1),
     }
 }
@@ -194,8 +228,8 @@ fn generate_options(out_dir: PathBuf, tone: &ToneArgs, progress: bool) -> Genera
                 channels: tone.channels,
                 sample_rate: tone.sample_rate,
             },
-            seconds: tone.duration,
-            frequency: tone.frequency,
+            seconds: tone.duration.low,
+            frequency: tone.frequency.low,
             amplitude: tone.amplitude,
         },
         force: tone.force,
