@@ -71,7 +71,7 @@ pub enum Command {
 pub struct NoiseArgs {
     /// Standard deviation of the noise, relative to full scale (1.0); 0 to 1000. LOW..HIGH
     /// draws one per output, uniformly.
-    #[arg(long, value_parser = sigma_span, conflicts_with = "snr_db", allow_negative_numbers = true, value_name = "SIGMA|LOW..HIGH")]
+    #[arg(long, value_parser = sigma_span, conflicts_with = "snr_db", allow_hyphen_values = true, value_name = "SIGMA|LOW..HIGH")]
     pub sigma: Option<Span>,
 
     /// Noise level as a signal-to-noise ratio in dB against each file's RMS (all channels);

@@ -51,11 +51,17 @@ fn main() -> ExitCode {
 
     let exit = match cli.command {
         Command::Run(args) => {
-            refuse_until_supported(&[
-                (args.variants > 1, "--variants above 1"),
-                (args.manifest.is_some(), "--manifest"),
-                (!noise_is_single(&args.noise), "a range LOW..HIGH for --sigma or --snr-db"),
-            ]);
+            refuse_until_supported(
+                "run",
+                &[
+                    (args.variants > 1, "--variants above 1"),
+                    (args.manifest.is_some(), "--manifest"),
+                    (
+                        !noise_is_single(&args.noise),
+                        "a range LOW..HIGH for --sigma or --snr-db",
+                    ),
+                ],
+            );
             let jobs = jobs(args.jobs);
             let mut pool = Pool::new(PoolConfig {
                 workers: jobs,
@@ -83,7 +89,10 @@ fn main() -> ExitCode {
             conclude(supervisor::run(&mut pool, &opts))
         }
         Command::GenFakeData(args) => {
-            refuse_until_supported(&[(!tone_is_single(&args.tone), TONE_RANGES)]);
+            refuse_until_supported(
+                "gen-fake-data",
+                &[(!tone_is_single(&args.tone), TONE_RANGES)],
+            );
             let mut pool = Pool::new(pool_config(args.tone.jobs, worker_args));
             conclude(supervisor::generate(
                 &mut pool,
@@ -91,10 +100,16 @@ fn main() -> ExitCode {
             ))
         }
         Command::Demo(args) => {
-            refuse_until_supported(&[
-                (!tone_is_single(&args.tone), TONE_RANGES),
-                (!noise_is_single(&args.noise), "a range LOW..HIGH for --sigma or --snr-db"),
-            ]);
+            refuse_until_supported(
+                "demo",
+                &[
+                    (!tone_is_single(&args.tone), TONE_RANGES),
+                    (
+                        !noise_is_single(&args.noise),
+                        "a range LOW..HIGH for --sigma or --snr-db",
+                    ),
+                ],
+            );
             let mut pool = Pool::new(pool_config(args.tone.jobs, worker_args));
             let generated = supervisor::generate(
                 &mut pool,
@@ -190,9 +205,15 @@ const TONE_RANGES: &str = "a range LOW..HIGH for --duration or --frequency";
 
 /// Flags that parse but that the run cannot act on yet: a usage error naming them, rather than
 /// a run that silently ignores them.
-fn refuse_until_supported(asked: &[(bool, &str)]) {
+fn refuse_until_supported(subcommand: &str, asked: &[(bool, &str)]) {
     if let Some((_, what)) = asked.iter().find(|(given, _)| *given) {
-        Cli::command()
+        let mut cli = Cli::command();
+        cli.build();
+        let mut usage = cli
+            .find_subcommand_mut(subcommand)
+            .expect("a subcommand of etl")
+            .clone();
+        usage
             .error(
                 clap::error::ErrorKind::ArgumentConflict,
                 format!("{what} is not supported by this version of etl yet"),

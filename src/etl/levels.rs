@@ -59,7 +59,9 @@ impl Span {
             Some((low, high)) => {
                 let (low_text, high_text) = (low.trim(), high.trim());
                 if low_text.is_empty() || high_text.is_empty() {
-                    return Err(format!("{s:?} is not a range LOW..HIGH (for example 10..20)"));
+                    return Err(format!(
+                        "{s:?} is not a range LOW..HIGH (for example 10..20)"
+                    ));
                 }
                 let low = check(low_text)?;
                 let high = check(high_text)?;
@@ -159,7 +161,12 @@ mod tests {
             })
         );
         assert_eq!("3..3".parse(), Ok(Span::single(3.0)));
-        assert!("20..10".parse::<Span>().unwrap_err().contains("empty range"));
+        assert!(
+            "20..10"
+                .parse::<Span>()
+                .unwrap_err()
+                .contains("empty range")
+        );
         assert!("..10".parse::<Span>().is_err());
         assert!("1..".parse::<Span>().is_err());
         assert!("1..x".parse::<Span>().is_err());
@@ -193,7 +200,10 @@ mod tests {
         let a: Vec<NoiseLevel> = (0..100).map(|k| spec.level_for(f, k)).collect();
         let b: Vec<NoiseLevel> = (0..100).map(|k| spec.level_for(f, k)).collect();
         assert_eq!(a, b);
-        assert!(a.iter().all(|l| matches!(l, NoiseLevel::SnrDb(v) if (10.0..=20.0).contains(v))));
+        assert!(
+            a.iter()
+                .all(|l| matches!(l, NoiseLevel::SnrDb(v) if (10.0..=20.0).contains(v)))
+        );
         assert_ne!(a[0], a[1]);
         assert_ne!(spec.level_for(file_seed(7, b"d/b.wav"), 0), a[0]);
         assert_ne!(spec.level_for(file_seed(8, b"d/a.wav"), 0), a[0]);
@@ -231,7 +241,9 @@ mod tests {
             .enumerate()
             .map(|(i, &v)| {
                 let cdf = (v - 0.01) / 0.49;
-                (cdf - i as f64 / n).abs().max(((i + 1) as f64 / n - cdf).abs())
+                (cdf - i as f64 / n)
+                    .abs()
+                    .max(((i + 1) as f64 / n - cdf).abs())
             })
             .fold(0.0, f64::max);
         assert!(d < 1.63 / n.sqrt(), "KS statistic {d} over {n} levels");

@@ -229,7 +229,10 @@ mod tests {
         std::fs::write(&path, "old").unwrap();
         write(&path, &rows).unwrap();
         let mut reader = csv::Reader::from_path(&path).unwrap();
-        assert_eq!(reader.headers().unwrap(), &csv::StringRecord::from(&HEADER[..]));
+        assert_eq!(
+            reader.headers().unwrap(),
+            &csv::StringRecord::from(&HEADER[..])
+        );
         let got: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
         let cells: Vec<Vec<&str>> = got.iter().map(|r| r.iter().collect()).collect();
         let source = "../in/a, \"quoted\".wav";
@@ -237,9 +240,39 @@ mod tests {
         assert_eq!(
             cells,
             vec![
-                vec!["a-transformed-0.wav", source, "0", "0.1", "", &max, "16000", "16000", "2"],
-                vec!["b-transformed-1.wav", source, "1", "", "12.5", &max, "16000", "16000", "2"],
-                vec!["sub/b-transformed-0.wav", source, "0", "", "17.25", &max, "16000", "16000", "2"],
+                vec![
+                    "a-transformed-0.wav",
+                    source,
+                    "0",
+                    "0.1",
+                    "",
+                    &max,
+                    "16000",
+                    "16000",
+                    "2"
+                ],
+                vec![
+                    "b-transformed-1.wav",
+                    source,
+                    "1",
+                    "",
+                    "12.5",
+                    &max,
+                    "16000",
+                    "16000",
+                    "2"
+                ],
+                vec![
+                    "sub/b-transformed-0.wav",
+                    source,
+                    "0",
+                    "",
+                    "17.25",
+                    &max,
+                    "16000",
+                    "16000",
+                    "2"
+                ],
             ]
         );
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
@@ -261,7 +294,10 @@ mod tests {
         let temp = path.with_file_name(format!(".metadata.csv.{}.tmp", std::process::id()));
         std::os::unix::fs::symlink(&victim, &temp).unwrap();
         let err = write(&path, &rows).unwrap_err().to_string();
-        assert!(err.contains("metadata.csv") && err.contains("symbolic link"), "{err}");
+        assert!(
+            err.contains("metadata.csv") && err.contains("symbolic link"),
+            "{err}"
+        );
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
         assert!(!path.exists());
     }
@@ -281,11 +317,16 @@ mod tests {
         };
         let Ok(out) = run("import csv, sys\n\
             rows = list(csv.DictReader(open(sys.argv[1], newline='')))\n\
-            print(list(rows[0].keys())); print(len(rows)); print(rows[0]['source'])") else {
+            print(list(rows[0].keys())); print(len(rows)); print(rows[0]['source'])")
+        else {
             println!("skipped: python3 is not installed");
             return;
         };
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8(out.stdout).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], format!("{:?}", HEADER).replace('"', "'"));
@@ -301,7 +342,11 @@ mod tests {
             println!("skipped the pandas check: pandas is not installed");
             return;
         }
-        assert!(pandas.status.success(), "{}", String::from_utf8_lossy(&pandas.stderr));
+        assert!(
+            pandas.status.success(),
+            "{}",
+            String::from_utf8_lossy(&pandas.stderr)
+        );
         let text = String::from_utf8(pandas.stdout).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], HEADER.join(","));

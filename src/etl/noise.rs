@@ -795,7 +795,10 @@ mod tests {
         assert_eq!(seeds.len(), 1000);
         // Pinned: a change here changes every variant's bytes under `--seed`.
         assert_eq!(variant_seed(file, 1), PINNED_VARIANT_1);
-        assert_ne!(variant_seed(file_seed(43, b"sounds/example0.wav"), 1), PINNED_VARIANT_1);
+        assert_ne!(
+            variant_seed(file_seed(43, b"sounds/example0.wav"), 1),
+            PINNED_VARIANT_1
+        );
     }
 
     /// The stream is pinned: a change to any step of the algorithm changes these values, which

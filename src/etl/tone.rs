@@ -43,7 +43,9 @@ pub fn tone_for(index: u32, seed: u64, spec: &ToneSpec) -> Tone {
     Tone {
         layout: spec.layout,
         seconds: spec.seconds.at(unit_draw(seed, b"duration", index as u64)),
-        frequency: spec.frequency.at(unit_draw(seed, b"frequency", index as u64)),
+        frequency: spec
+            .frequency
+            .at(unit_draw(seed, b"frequency", index as u64)),
         amplitude: spec.amplitude,
     }
 }
@@ -124,7 +126,10 @@ mod tests {
             },
         );
         let tones: Vec<Tone> = (0..200).map(|i| tone_for(i, 9, &s)).collect();
-        assert_eq!(tones, (0..200).map(|i| tone_for(i, 9, &s)).collect::<Vec<_>>());
+        assert_eq!(
+            tones,
+            (0..200).map(|i| tone_for(i, 9, &s)).collect::<Vec<_>>()
+        );
         assert_ne!(tones[0], tone_for(0, 10, &s));
         for t in &tones {
             assert!((0.5..=3.0).contains(&t.seconds), "{t:?}");
@@ -132,7 +137,14 @@ mod tests {
         }
         // Spread over the ranges, and frequency and length not drawn alike.
         let low_half = tones.iter().filter(|t| t.frequency < 1100.0).count();
-        assert!((60..140).contains(&low_half), "{low_half} of 200 below the middle");
-        assert!(tones.iter().any(|t| (t.frequency < 1100.0) != (t.seconds < 1.75)));
+        assert!(
+            (60..140).contains(&low_half),
+            "{low_half} of 200 below the middle"
+        );
+        assert!(
+            tones
+                .iter()
+                .any(|t| (t.frequency < 1100.0) != (t.seconds < 1.75))
+        );
     }
 }

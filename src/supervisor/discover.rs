@@ -479,8 +479,14 @@ mod tests {
         assert!(is_input_name(OsStr::new("a-transformed-1x.wav")));
         assert!(is_input_name(OsStr::new("take-2.wav")));
         assert!(is_input_name(OsStr::new("transformed-2.wav")));
-        assert_eq!(variant_output_name(OsStr::new("x.WAV"), 3), "x-transformed-3.wav");
-        assert_eq!(variant_output_name(OsStr::new("raw"), 0), "raw-transformed-0.wav");
+        assert_eq!(
+            variant_output_name(OsStr::new("x.WAV"), 3),
+            "x-transformed-3.wav"
+        );
+        assert_eq!(
+            variant_output_name(OsStr::new("raw"), 0),
+            "raw-transformed-0.wav"
+        );
     }
 
     #[test]
@@ -513,9 +519,15 @@ mod tests {
         std::fs::write(&input, b"in").unwrap();
         let outputs = output_paths(&input, Path::new("a.wav"), None, 3);
         let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
-        std::fs::File::open(&input).unwrap().set_modified(old).unwrap();
+        std::fs::File::open(&input)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         std::fs::write(&outputs[1], b"out").unwrap();
-        let plans: Vec<Plan> = outputs.iter().map(|o| plan_output(&input, o, false)).collect();
+        let plans: Vec<Plan> = outputs
+            .iter()
+            .map(|o| plan_output(&input, o, false))
+            .collect();
         assert_eq!(
             plans,
             vec![
