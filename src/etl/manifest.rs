@@ -18,6 +18,7 @@
 use std::io::{self, Write};
 use std::path::{Component, Path, PathBuf};
 
+use super::levels::LevelSpec;
 use super::output;
 use super::transform::NoiseLevel;
 use super::wav;
@@ -50,6 +51,29 @@ pub struct Row {
 }
 
 impl Row {
+    /// The row of an output this run did not make (skipped as up to date): its level told again
+    /// from its file seed and variant by `spec`, its shape read from its header. The σ of an
+    /// output whose level is an SNR depended on the input's RMS and is left empty here.
+    pub fn for_existing(
+        output: &Path,
+        source: &Path,
+        variant: u32,
+        run_seed: u64,
+        file_seed: u64,
+        spec: &LevelSpec,
+    ) -> Result<Row, String> {
+        let (sigma, snr_db) = Row::levels(spec.level_for(file_seed, variant), None);
+        Ok(Row {
+            output: output.to_path_buf(),
+            source: source.to_path_buf(),
+            variant,
+            sigma,
+            snr_db,
+            seed: run_seed,
+            header: output_header(output)?,
+        })
+    }
+
     /// The `sigma` and `snr_db` columns of an output made at `level` (as drawn for it) whose σ,
     /// if the run measured it, was `sigma_used`.
     pub fn levels(level: NoiseLevel, sigma_used: Option<f64>) -> (Option<f64>, Option<f64>) {
@@ -211,6 +235,58 @@ mod tests {
             row(&out, "a-transformed-0.wav", 0, NoiseLevel::Sigma(0.1)),
         ];
         (out.join("metadata.csv"), rows)
+    }
+
+    #[test]
+    fn rows_of_existing_outputs_are_told_again_from_seed_and_variant() {
+        use crate::etl::levels::Span;
+        use crate::etl::tone::{self, Tone};
+        use crate::etl::wav::{Encoding, Layout};
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("a-transformed-2.wav");
+        let layout = Layout {
+            encoding: Encoding::I16,
+            channels: 2,
+            sample_rate: 8000,
+        };
+        let made = Tone {
+            layout,
+            seconds: 0.25,
+            frequency: 440.0,
+            amplitude: 0.5,
+        };
+        tone::write(&output, &made).unwrap();
+        let spec = LevelSpec::Sigma(Span {
+            low: 0.01,
+            high: 0.2,
+        });
+        let file_seed = crate::etl::noise::file_seed(5, b"a.wav");
+        let row = Row::for_existing(&output, Path::new("a.wav"), 2, 5, file_seed, &spec).unwrap();
+        assert_eq!(
+            row.header,
+            OutputHeader {
+                frames: 2000,
+                sample_rate: 8000,
+                channels: 2
+            }
+        );
+        let NoiseLevel::Sigma(drawn) = spec.level_for(file_seed, 2) else {
+            unreachable!()
+        };
+        assert_eq!((row.sigma, row.snr_db, row.seed), (Some(drawn), None, 5));
+
+        let snr = LevelSpec::SnrDb(Span::single(15.0));
+        let row = Row::for_existing(&output, Path::new("a.wav"), 2, 5, file_seed, &snr).unwrap();
+        assert_eq!((row.sigma, row.snr_db), (None, Some(15.0)));
+
+        // An output that is not a WAV file is an error naming it.
+        let bad = dir.path().join("b-transformed-0.wav");
+        std::fs::write(&bad, b"not a wav").unwrap();
+        let err = Row::for_existing(&bad, Path::new("b.wav"), 0, 5, 1, &spec).unwrap_err();
+        assert!(
+            err.contains("b-transformed-0.wav") && err.contains("not a WAV"),
+            "{err}"
+        );
     }
 
     #[test]
