@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::etl::levels::Span;
+use crate::etl::levels::{LevelSpec, Span};
+use crate::etl::tone::ToneSpec;
 use crate::etl::wav::Encoding;
+use crate::etl::wav::Layout;
 use crate::supervisor::discover::Shard;
 
 #[derive(Parser, Debug)]
@@ -83,6 +85,17 @@ pub struct NoiseArgs {
     /// not given.
     #[arg(long)]
     pub seed: Option<u64>,
+}
+
+impl NoiseArgs {
+    /// The level asked for, one value or a range: σ 0.1 when neither flag is given.
+    pub fn level_spec(&self) -> LevelSpec {
+        match (self.sigma, self.snr_db) {
+            (_, Some(db)) => LevelSpec::SnrDb(db),
+            (Some(s), None) => LevelSpec::Sigma(s),
+            (None, None) => LevelSpec::Sigma(Span::single(0.1)),
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -198,6 +211,22 @@ pub struct ToneArgs {
     /// Replace files that exist.
     #[arg(long)]
     pub force: bool,
+}
+
+impl ToneArgs {
+    /// The tones asked for: each file's is [`crate::etl::tone::tone_for`] of this.
+    pub fn tone_spec(&self) -> ToneSpec {
+        ToneSpec {
+            layout: Layout {
+                encoding: self.format.into(),
+                channels: self.channels,
+                sample_rate: self.sample_rate,
+            },
+            seconds: self.duration,
+            frequency: self.frequency,
+            amplitude: self.amplitude,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]

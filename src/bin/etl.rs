@@ -8,9 +8,8 @@ use clap::{CommandFactory, Parser};
 use tracing_subscriber::EnvFilter;
 
 use audio_etl::cli::{Cli, Command, LogFormat, NoiseArgs, ToneArgs};
-use audio_etl::etl::tone::Tone;
+use audio_etl::etl::tone;
 use audio_etl::etl::transform::NoiseLevel;
-use audio_etl::etl::wav::Layout;
 use audio_etl::supervisor::discover::Shard;
 use audio_etl::supervisor::pool::{Pool, PoolConfig};
 use audio_etl::supervisor::report::LogWriter;
@@ -230,29 +229,18 @@ fn tone_is_single(args: &ToneArgs) -> bool {
     args.duration.is_single() && args.frequency.is_single()
 }
 
-/// The level of a run whose level is one value (ranges are refused before this).
+/// The level of a run whose level is one value (ranges are refused before this): that value,
+/// whatever the seed.
 fn noise_level(args: &NoiseArgs) -> NoiseLevel {
-    match (args.sigma, args.snr_db) {
-        (_, Some(db)) => NoiseLevel::SnrDb(db.low),
-        (Some(s), None) => NoiseLevel::Sigma(s.low),
-        (None, None) => NoiseLevel::Sigma(0.1),
-    }
+    args.level_spec().level_for(0, 0)
 }
 
 fn generate_options(out_dir: PathBuf, tone: &ToneArgs, progress: bool) -> GenerateOptions {
     GenerateOptions {
         out_dir,
         count: tone.count,
-        tone: Tone {
-            layout: Layout {
-                encoding: tone.format.into(),
-                channels: tone.channels,
-                sample_rate: tone.sample_rate,
-            },
-            seconds: tone.duration.low,
-            frequency: tone.frequency.low,
-            amplitude: tone.amplitude,
-        },
+        // Every file's tone, while ranges are refused before this.
+        tone: tone::tone_for(0, 0, &tone.tone_spec()),
         force: tone.force,
         progress,
     }
