@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::etl::levels::{LevelSpec, Span};
+use crate::etl::tone::ToneSpec;
 use crate::etl::wav::Encoding;
+use crate::etl::wav::Layout;
 use crate::supervisor::discover::Shard;
 
 #[derive(Parser, Debug)]
@@ -68,19 +71,31 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct NoiseArgs {
-    /// Standard deviation of the noise, relative to full scale (1.0); 0 to 1000.
-    #[arg(long, value_parser = sigma, conflicts_with = "snr_db", allow_negative_numbers = true)]
-    pub sigma: Option<f64>,
+    /// Standard deviation of the noise, relative to full scale (1.0); 0 to 1000. LOW..HIGH
+    /// draws one per output, uniformly.
+    #[arg(long, value_parser = sigma_span, conflicts_with = "snr_db", allow_hyphen_values = true, value_name = "SIGMA|LOW..HIGH")]
+    pub sigma: Option<Span>,
 
     /// Noise level as a signal-to-noise ratio in dB against each file's RMS (all channels);
-    /// -300 to 300.
-    #[arg(long, value_parser = snr_db, allow_negative_numbers = true)]
-    pub snr_db: Option<f64>,
+    /// -300 to 300. LOW..HIGH draws one per output, uniformly in dB.
+    #[arg(long, value_parser = snr_db_span, allow_hyphen_values = true, value_name = "DB|LOW..HIGH")]
+    pub snr_db: Option<Span>,
 
     /// Seed for the noise: the same seed gives the same bytes whatever -j. Drawn and logged if
     /// not given.
     #[arg(long)]
     pub seed: Option<u64>,
+}
+
+impl NoiseArgs {
+    /// The level asked for, one value or a range: σ 0.1 when neither flag is given.
+    pub fn level_spec(&self) -> LevelSpec {
+        match (self.sigma, self.snr_db) {
+            (_, Some(db)) => LevelSpec::SnrDb(db),
+            (Some(s), None) => LevelSpec::Sigma(s),
+            (None, None) => LevelSpec::Sigma(Span::single(0.1)),
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -150,6 +165,17 @@ pub struct RunArgs {
     /// input's scale, then encoded). f32 keeps the noise's precision for 8-bit and G.711 inputs.
     #[arg(long, value_enum, default_value_t = OutputFormatArg::Same, value_name = "FORMAT")]
     pub output_format: OutputFormatArg,
+
+    /// Outputs per input, each with its own noise (and level, from a range): NAME-transformed-0.wav
+    /// .. NAME-transformed-{N-1}.wav. With 1, NAME-transformed.wav.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000), value_name = "N")]
+    pub variants: u32,
+
+    /// Write a CSV dataset manifest: one row per output (file_name, source, variant, sigma,
+    /// snr_db, seed, frames, sample_rate, channels); metadata.csv in the output folder suits
+    /// Hugging Face's audiofolder and pandas.
+    #[arg(long, value_name = "PATH")]
+    pub manifest: Option<PathBuf>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -188,13 +214,13 @@ pub struct ToneArgs {
     #[arg(long, default_value_t = 24, value_name = "N")]
     pub count: u32,
 
-    /// Length of each file in seconds (fractions allowed).
-    #[arg(long, default_value_t = 240.0, value_parser = positive, value_name = "SECONDS")]
-    pub duration: f64,
+    /// Length of each file in seconds (fractions allowed); LOW..HIGH draws one per file.
+    #[arg(long, default_value = "240", value_parser = positive_span, value_name = "SECONDS|LOW..HIGH")]
+    pub duration: Span,
 
-    /// Tone frequency in Hz.
-    #[arg(long, default_value_t = 440.0, value_parser = positive, value_name = "HZ")]
-    pub frequency: f64,
+    /// Tone frequency in Hz; LOW..HIGH draws one per file.
+    #[arg(long, default_value = "440", value_parser = positive_span, value_name = "HZ|LOW..HIGH")]
+    pub frequency: Span,
 
     /// Peak amplitude relative to full scale, from 0 to 1.
     #[arg(long, default_value_t = 0.5, value_parser = unit_interval)]
@@ -221,6 +247,22 @@ pub struct ToneArgs {
     pub force: bool,
 }
 
+impl ToneArgs {
+    /// The tones asked for: each file's is [`crate::etl::tone::tone_for`] of this.
+    pub fn tone_spec(&self) -> ToneSpec {
+        ToneSpec {
+            layout: Layout {
+                encoding: self.format.into(),
+                channels: self.channels,
+                sample_rate: self.sample_rate,
+            },
+            seconds: self.duration,
+            frequency: self.frequency,
+            amplitude: self.amplitude,
+        }
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct GenArgs {
     /// Folder to write into.
@@ -229,6 +271,11 @@ pub struct GenArgs {
 
     #[command(flatten)]
     pub tone: ToneArgs,
+
+    /// Seed for the ranges of --duration and --frequency: the same seed gives the same files.
+    /// Drawn and logged if not given.
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -303,6 +350,18 @@ fn snr_db(s: &str) -> Result<f64, String> {
             "{s} dB is out of range; it must be from -{MAX_SNR_DB} to {MAX_SNR_DB}"
         ))
     }
+}
+
+fn sigma_span(s: &str) -> Result<Span, String> {
+    Span::parse(s, sigma)
+}
+
+fn snr_db_span(s: &str) -> Result<Span, String> {
+    Span::parse(s, snr_db)
+}
+
+fn positive_span(s: &str) -> Result<Span, String> {
+    Span::parse(s, positive)
 }
 
 fn non_negative(s: &str) -> Result<f64, String> {

@@ -8,9 +8,8 @@ use clap::{CommandFactory, Parser};
 use tracing_subscriber::EnvFilter;
 
 use audio_etl::cli::{Cli, Command, LogFormat, NoiseArgs, ToneArgs};
-use audio_etl::etl::tone::Tone;
+use audio_etl::etl::tone;
 use audio_etl::etl::transform::NoiseLevel;
-use audio_etl::etl::wav::Layout;
 use audio_etl::supervisor::discover::Shard;
 use audio_etl::supervisor::pool::{Pool, PoolConfig};
 use audio_etl::supervisor::report::LogWriter;
@@ -51,6 +50,17 @@ fn main() -> ExitCode {
 
     let exit = match cli.command {
         Command::Run(args) => {
+            refuse_until_supported(
+                "run",
+                &[
+                    (args.variants > 1, "--variants above 1"),
+                    (args.manifest.is_some(), "--manifest"),
+                    (
+                        !noise_is_single(&args.noise),
+                        "a range LOW..HIGH for --sigma or --snr-db",
+                    ),
+                ],
+            );
             let jobs = jobs(args.jobs);
             let mut pool = Pool::new(PoolConfig {
                 workers: jobs,
@@ -79,6 +89,10 @@ fn main() -> ExitCode {
             conclude(supervisor::run(&mut pool, &opts))
         }
         Command::GenFakeData(args) => {
+            refuse_until_supported(
+                "gen-fake-data",
+                &[(!tone_is_single(&args.tone), TONE_RANGES)],
+            );
             let mut pool = Pool::new(pool_config(args.tone.jobs, worker_args));
             conclude(supervisor::generate(
                 &mut pool,
@@ -86,6 +100,16 @@ fn main() -> ExitCode {
             ))
         }
         Command::Demo(args) => {
+            refuse_until_supported(
+                "demo",
+                &[
+                    (!tone_is_single(&args.tone), TONE_RANGES),
+                    (
+                        !noise_is_single(&args.noise),
+                        "a range LOW..HIGH for --sigma or --snr-db",
+                    ),
+                ],
+            );
             let mut pool = Pool::new(pool_config(args.tone.jobs, worker_args));
             let generated = supervisor::generate(
                 &mut pool,
@@ -178,28 +202,47 @@ fn pool_config(jobs_asked: Option<u16>, worker_args: Vec<String>) -> PoolConfig 
     }
 }
 
-fn noise_level(args: &NoiseArgs) -> NoiseLevel {
-    match (args.sigma, args.snr_db) {
-        (_, Some(db)) => NoiseLevel::SnrDb(db),
-        (Some(s), None) => NoiseLevel::Sigma(s),
-        (None, None) => NoiseLevel::Sigma(0.1),
+const TONE_RANGES: &str = "a range LOW..HIGH for --duration or --frequency";
+
+/// Flags that parse but that the run cannot act on yet: a usage error naming them, rather than
+/// a run that silently ignores them.
+fn refuse_until_supported(subcommand: &str, asked: &[(bool, &str)]) {
+    if let Some((_, what)) = asked.iter().find(|(given, _)| *given) {
+        let mut cli = Cli::command();
+        cli.build();
+        let mut usage = cli
+            .find_subcommand_mut(subcommand)
+            .expect("a subcommand of etl")
+            .clone();
+        usage
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!("{what} is not supported by this version of etl yet"),
+            )
+            .exit();
     }
+}
+
+fn noise_is_single(args: &NoiseArgs) -> bool {
+    args.sigma.is_none_or(|s| s.is_single()) && args.snr_db.is_none_or(|s| s.is_single())
+}
+
+fn tone_is_single(args: &ToneArgs) -> bool {
+    args.duration.is_single() && args.frequency.is_single()
+}
+
+/// The level of a run whose level is one value (ranges are refused before this): that value,
+/// whatever the seed.
+fn noise_level(args: &NoiseArgs) -> NoiseLevel {
+    args.level_spec().level_for(0, 0)
 }
 
 fn generate_options(out_dir: PathBuf, tone: &ToneArgs, progress: bool) -> GenerateOptions {
     GenerateOptions {
         out_dir,
         count: tone.count,
-        tone: Tone {
-            layout: Layout {
-                encoding: tone.format.into(),
-                channels: tone.channels,
-                sample_rate: tone.sample_rate,
-            },
-            seconds: tone.duration,
-            frequency: tone.frequency,
-            amplitude: tone.amplitude,
-        },
+        // Every file's tone, while ranges are refused before this.
+        tone: tone::tone_for(0, 0, &tone.tone_spec()),
         force: tone.force,
         progress,
     }

@@ -4,6 +4,8 @@
 
 pub mod identity;
 pub mod kernel;
+pub mod levels;
+pub mod manifest;
 pub mod noise;
 pub mod output;
 pub mod tone;

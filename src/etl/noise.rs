@@ -6,6 +6,13 @@
 //! index). The file seed is a fixed hash (XXH3-64, xxhash-rust) of the run seed and the file's path
 //! relative to the folder it was found in.
 //!
+//! With `--variants N`, each of a file's N outputs draws its own stream: variant `k` uses the
+//! *variant seed* of [`variant_seed`] in place of the file seed, which depends on the file seed
+//! and `k` only (never on N, `-j`, the shard or a retry). Variant 0 is the file seed itself, so
+//! one variant gives exactly the bytes a run without variants gives; variant `k > 0` is
+//! `XXH3-64(b"variant" ++ k as u64 LE, seed = file seed)` (15 bytes, so never one of the 16-byte
+//! keys that seed a block's generators below).
+//!
 //! # The algorithm, exactly
 //!
 //! Speed matters here (the draw is most of the per-sample work), so the stream is built to be
@@ -56,6 +63,18 @@ pub const GROUP: usize = LANES;
 /// The seed of one file's noise, from the run's seed and the file's relative path.
 pub fn file_seed(run_seed: u64, relative_path: &[u8]) -> u64 {
     xxh3_64_with_seed(relative_path, run_seed)
+}
+
+/// The seed of variant `variant`'s noise of a file (see the module documentation): the file
+/// seed itself for variant 0, so that a single variant is exactly today's stream.
+pub fn variant_seed(file_seed: u64, variant: u32) -> u64 {
+    if variant == 0 {
+        return file_seed;
+    }
+    let mut key = [0u8; 15];
+    key[..7].copy_from_slice(b"variant");
+    key[7..].copy_from_slice(&(variant as u64).to_le_bytes());
+    xxh3_64_with_seed(&key, file_seed)
 }
 
 /// The noise of one block: [`LANES`] Xoshiro256++ states, stored lane-wise so that one step of
@@ -767,6 +786,21 @@ mod tests {
         assert_ne!(d(7, b"a.wav", 3), d(7, b"a.wav", 4));
     }
 
+    #[test]
+    fn variant_seeds_are_the_file_seed_for_variant_0_and_distinct_otherwise() {
+        let file = file_seed(42, b"sounds/example0.wav");
+        assert_eq!(variant_seed(file, 0), file);
+        let seeds: std::collections::HashSet<u64> =
+            (0..1000).map(|k| variant_seed(file, k)).collect();
+        assert_eq!(seeds.len(), 1000);
+        // Pinned: a change here changes every variant's bytes under `--seed`.
+        assert_eq!(variant_seed(file, 1), PINNED_VARIANT_1);
+        assert_ne!(
+            variant_seed(file_seed(43, b"sounds/example0.wav"), 1),
+            PINNED_VARIANT_1
+        );
+    }
+
     /// The stream is pinned: a change to any step of the algorithm changes these values, which
     /// would change every output made with `--seed`. The hash covers a whole block, whose slow
     /// path runs some 700 times (the tail some 20).
@@ -799,6 +833,7 @@ mod tests {
         0xbfe3db2b6aa88026,
         0xbfc4b9eee3919cc4,
     ];
+    const PINNED_VARIANT_1: u64 = 0x8635_4c26_4a97_263c;
     const PINNED_BLOCK_XXH3: u64 = 0x004f_e3b8_7e64_97ce;
 
     #[test]

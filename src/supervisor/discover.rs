@@ -2,7 +2,8 @@
 //! already done.
 //!
 //! A PATH is a file or a folder. In a folder, every `*.wav` (any case) is an input, except hidden
-//! files and our own `*-transformed.wav` outputs; `-r` descends into sub-folders, following
+//! files and our own outputs (`*-transformed.wav`, and `*-transformed-<digits>.wav`, the outputs of
+//! `--variants N`, whatever N this run has); `-r` descends into sub-folders, following
 //! symbolic links (unless `--no-follow`) but never the same folder twice. Each input has a
 //! relative path (to the PATH it was found under): its noise seed and its shard are derived from
 //! it, and `--out-dir` mirrors it. A folder or entry that cannot be read is a failed input of its
@@ -160,7 +161,7 @@ pub fn discover(opts: &Options) -> Result<Discovery, MissingPath> {
             push_unique(&mut found.output_roots, out_root);
             if is_output_name(&name) {
                 found.warnings.push(format!(
-                    "{}: ignored: a {OUTPUT_SUFFIX} file is an output, never an input",
+                    "{}: ignored: a {OUTPUT_SUFFIX} (or -transformed-N.wav) file is an output, never an input",
                     root.display()
                 ));
                 continue;
@@ -335,13 +336,9 @@ fn add_input(
     if !opts.shard.takes(&relative) {
         return;
     }
-    let output_name = output_name(relative.file_name().unwrap_or(OsStr::new("")));
-    let output = match opts.out_dir {
-        Some(out) => out.join(&relative).with_file_name(output_name),
-        None => path.with_file_name(output_name),
-    };
+    let output = output_paths(&path, &relative, opts.out_dir, 1).remove(0);
     if plan == Plan::Transform {
-        plan = decide(&path, &output, opts.force);
+        plan = plan_output(&path, &output, opts.force);
     }
     found.inputs.push(Input {
         path,
@@ -352,8 +349,35 @@ fn add_input(
     });
 }
 
-/// Transform, or skip because the output is newer, or fail because the output is the input.
-fn decide(input: &Path, output: &Path, force: bool) -> Plan {
+/// The outputs of an input for `variants` variants: `NAME-transformed.wav` for one,
+/// `NAME-transformed-0.wav` .. `NAME-transformed-{N-1}.wav` for more, beside the input or, with
+/// `out_dir`, under it at the input's relative path.
+pub fn output_paths(
+    input: &Path,
+    relative: &Path,
+    out_dir: Option<&Path>,
+    variants: u32,
+) -> Vec<PathBuf> {
+    let input_name = relative.file_name().unwrap_or(OsStr::new(""));
+    let names: Vec<std::ffi::OsString> = if variants <= 1 {
+        vec![output_name(input_name)]
+    } else {
+        (0..variants)
+            .map(|k| variant_output_name(input_name, k))
+            .collect()
+    };
+    names
+        .into_iter()
+        .map(|name| match out_dir {
+            Some(out) => out.join(relative).with_file_name(name),
+            None => input.with_file_name(name),
+        })
+        .collect()
+}
+
+/// Whether one output of `input` is to be made: transform, or skip because this output is newer
+/// than the input (unless `force`), or fail because it is the input. Asked once per output.
+pub fn plan_output(input: &Path, output: &Path, force: bool) -> Plan {
     let (Ok(inp), Ok(out)) = (fs::metadata(input), fs::metadata(output)) else {
         return Plan::Transform;
     };
@@ -397,10 +421,21 @@ fn is_input_name(name: &OsStr) -> bool {
         && !is_output_name(name)
 }
 
+/// `*-transformed.wav`, or a variant's `*-transformed-<digits>.wav` (any case).
 fn is_output_name(name: impl AsRef<OsStr>) -> bool {
     let bytes = name.as_ref().as_bytes();
-    bytes.len() >= OUTPUT_SUFFIX.len()
-        && bytes[bytes.len() - OUTPUT_SUFFIX.len()..].eq_ignore_ascii_case(OUTPUT_SUFFIX.as_bytes())
+    let ends_with = |b: &[u8], suffix: &[u8]| {
+        b.len() >= suffix.len() && b[b.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+    };
+    if ends_with(bytes, OUTPUT_SUFFIX.as_bytes()) {
+        return true;
+    }
+    if !ends_with(bytes, b".wav") {
+        return false;
+    }
+    let stem = &bytes[..bytes.len() - 4];
+    let digits = stem.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    digits > 0 && ends_with(&stem[..stem.len() - digits], b"-transformed-")
 }
 
 /// `x.wav` and `x.WAV` give `x-transformed.wav`; a name without `.wav` keeps all of it as the stem.
@@ -416,6 +451,15 @@ fn output_name(input_name: &OsStr) -> std::ffi::OsString {
     std::ffi::OsString::from(OsStr::from_bytes(&out))
 }
 
+/// `x.wav` and variant 2 give `x-transformed-2.wav`.
+fn variant_output_name(input_name: &OsStr, variant: u32) -> std::ffi::OsString {
+    let single = output_name(input_name);
+    let bytes = single.as_bytes();
+    let mut out = bytes[..bytes.len() - 4].to_vec();
+    out.extend_from_slice(format!("-{variant}.wav").as_bytes());
+    std::ffi::OsString::from(OsStr::from_bytes(&out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,6 +471,72 @@ mod tests {
         assert!(!is_input_name(OsStr::new("a-TRANSFORMED.WAV")));
         assert!(!is_input_name(OsStr::new(".wav")));
         assert_eq!(output_name(OsStr::new("x.Wav")), "x-transformed.wav");
+        // Every variant's output is an output, whatever this run's --variants.
+        assert!(!is_input_name(OsStr::new("a-transformed-0.wav")));
+        assert!(!is_input_name(OsStr::new("a-Transformed-123.WAV")));
+        assert!(is_output_name("a-transformed-7.wav"));
+        assert!(is_input_name(OsStr::new("a-transformed-.wav")));
+        assert!(is_input_name(OsStr::new("a-transformed-1x.wav")));
+        assert!(is_input_name(OsStr::new("take-2.wav")));
+        assert!(is_input_name(OsStr::new("transformed-2.wav")));
+        assert_eq!(
+            variant_output_name(OsStr::new("x.WAV"), 3),
+            "x-transformed-3.wav"
+        );
+        assert_eq!(
+            variant_output_name(OsStr::new("raw"), 0),
+            "raw-transformed-0.wav"
+        );
+    }
+
+    #[test]
+    fn output_paths_for_one_and_for_several_variants() {
+        let input = Path::new("/data/in/sub/a.wav");
+        let relative = Path::new("sub/a.wav");
+        assert_eq!(
+            output_paths(input, relative, None, 1),
+            vec![PathBuf::from("/data/in/sub/a-transformed.wav")]
+        );
+        assert_eq!(
+            output_paths(input, relative, None, 3),
+            ["0", "1", "2"]
+                .map(|k| PathBuf::from(format!("/data/in/sub/a-transformed-{k}.wav")))
+                .to_vec()
+        );
+        assert_eq!(
+            output_paths(input, relative, Some(Path::new("out")), 2),
+            vec![
+                PathBuf::from("out/sub/a-transformed-0.wav"),
+                PathBuf::from("out/sub/a-transformed-1.wav")
+            ]
+        );
+    }
+
+    #[test]
+    fn the_skip_check_is_per_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("a.wav");
+        std::fs::write(&input, b"in").unwrap();
+        let outputs = output_paths(&input, Path::new("a.wav"), None, 3);
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        std::fs::File::open(&input)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        std::fs::write(&outputs[1], b"out").unwrap();
+        let plans: Vec<Plan> = outputs
+            .iter()
+            .map(|o| plan_output(&input, o, false))
+            .collect();
+        assert_eq!(
+            plans,
+            vec![
+                Plan::Transform,
+                Plan::Skip("output is newer than the input".into()),
+                Plan::Transform
+            ]
+        );
+        assert_eq!(plan_output(&input, &outputs[1], true), Plan::Transform);
     }
 
     #[test]
