@@ -12,9 +12,10 @@ use audio_etl::etl::tone::Tone;
 use audio_etl::etl::transform::NoiseLevel;
 use audio_etl::etl::wav::Layout;
 use audio_etl::supervisor::discover::Shard;
-use audio_etl::supervisor::pool::{Pool, PoolConfig};
+use audio_etl::supervisor::executor::{Executor, ExecutorConfig};
+use audio_etl::supervisor::lock::LockError;
 use audio_etl::supervisor::report::LogWriter;
-use audio_etl::supervisor::{self, GenerateOptions, RunEnd, RunError, RunOptions};
+use audio_etl::supervisor::{self, GenerateOptions, RunEnd, RunError, RunOptions, WatchOptions};
 
 /// The exit codes, as README.md documents them.
 #[derive(Clone, Copy)]
@@ -52,7 +53,7 @@ fn main() -> ExitCode {
     let exit = match cli.command {
         Command::Run(args) => {
             let jobs = jobs(args.jobs);
-            let mut pool = Pool::new(PoolConfig {
+            let mut pool = Executor::new(ExecutorConfig {
                 workers: jobs,
                 retries: args.retries,
                 timeout: args.timeout,
@@ -78,14 +79,14 @@ fn main() -> ExitCode {
             conclude(supervisor::run(&mut pool, &opts))
         }
         Command::GenFakeData(args) => {
-            let mut pool = Pool::new(pool_config(args.tone.jobs, worker_args));
+            let mut pool = Executor::new(pool_config(args.tone.jobs, worker_args));
             conclude(supervisor::generate(
                 &mut pool,
                 &generate_options(args.out_dir, &args.tone, progress),
             ))
         }
         Command::Demo(args) => {
-            let mut pool = Pool::new(pool_config(args.tone.jobs, worker_args));
+            let mut pool = Executor::new(pool_config(args.tone.jobs, worker_args));
             let generated = supervisor::generate(
                 &mut pool,
                 &generate_options(args.dir.clone(), &args.tone, progress),
@@ -114,6 +115,42 @@ fn main() -> ExitCode {
                     conclude(supervisor::run(&mut pool, &opts))
                 }
                 other => other,
+            }
+        }
+        Command::Watch(args) => {
+            let jobs = jobs(args.jobs);
+            let mut executor = Executor::new(ExecutorConfig {
+                workers: jobs,
+                retries: args.retries,
+                timeout: args.timeout,
+                worker_args,
+            });
+            let opts = WatchOptions {
+                run: RunOptions {
+                    paths: args.paths,
+                    level: noise_level(&args.noise),
+                    seed: args.noise.seed,
+                    out_dir: args.out_dir,
+                    recursive: args.recursive,
+                    no_follow: args.no_follow,
+                    force: false,
+                    shard: args.shard.unwrap_or(Shard::WHOLE),
+                    report: args.report,
+                    dry_run: false,
+                    progress: false,
+                    fsync: !args.no_fsync,
+                    jobs,
+                    settle: args.settle,
+                    retries: args.retries,
+                },
+                rescan: args.rescan,
+                metrics: args.metrics,
+            };
+            match supervisor::watch(&mut executor, &opts) {
+                // A service stopped by SIGTERM or SIGINT has done what it should: the daemon
+                // convention is exit 0.
+                Ok(RunEnd::Interrupted(..)) => Exit::Ok,
+                other => conclude(other),
             }
         }
         Command::Completions { shell } => {
@@ -153,9 +190,9 @@ fn conclude(result: Result<RunEnd, RunError>) -> Exit {
         Err(e) => {
             tracing::error!("{e}");
             match e {
-                RunError::Usage(_) => Exit::Usage,
-                RunError::Locked(_) => Exit::Locked,
-                RunError::Fatal(_) => Exit::Failed,
+                RunError::Usage(_) | RunError::Report(_) => Exit::Usage,
+                RunError::Lock(LockError::Held { .. }) => Exit::Locked,
+                RunError::Lock(_) | RunError::Fatal(_) => Exit::Failed,
             }
         }
     }
@@ -167,8 +204,8 @@ fn jobs(asked: Option<u16>) -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-fn pool_config(jobs_asked: Option<u16>, worker_args: Vec<String>) -> PoolConfig {
-    PoolConfig {
+fn pool_config(jobs_asked: Option<u16>, worker_args: Vec<String>) -> ExecutorConfig {
+    ExecutorConfig {
         workers: jobs(jobs_asked),
         retries: 1,
         timeout: None,
