@@ -286,7 +286,10 @@ impl Reporter {
             return;
         };
         match open_report(&path, true) {
-            Ok(file) => self.report = Some(file),
+            Ok(file) => {
+                self.report = Some(file);
+                tracing::info!("reopened the report {}", path.display());
+            }
             Err(e) => tracing::error!("{e}; still writing to the old file"),
         }
     }

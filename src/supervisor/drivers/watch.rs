@@ -42,29 +42,11 @@ pub struct WatchOptions {
 pub fn watch(executor: &mut Executor, opts: &WatchOptions) -> Result<RunEnd, RunError> {
     let start = Instant::now();
     let run = &opts.run;
-    let found = discover::discover(&discover_options(run)).map_err(|e| RunError::Usage(e.0))?;
-    for w in &found.warnings {
-        tracing::warn!("{w}");
-    }
-    let _lock = lock::acquire(&found.output_roots, run.shard)?;
-    let reporter = Reporter::appending(run.report.as_deref())?;
-    let metrics = opts
-        .metrics
-        .map(Metrics::serve)
-        .transpose()
-        .map_err(RunError::Usage)?;
-    let seed = run.seed.unwrap_or_else(rand::random);
-    if run.seed.is_none() {
-        tracing::info!("seed {seed} (pass --seed {seed} to reproduce these outputs)");
-    }
-    let reopen = Arc::new(AtomicBool::new(false));
-    if let Err(e) = signal_hook::flag::register(libc::SIGHUP, Arc::clone(&reopen)) {
-        tracing::warn!("cannot watch for SIGHUP: {e}");
-    }
-
-    // Watching starts before the catch-up, so that nothing falls between the two.
+    // Watching starts before the PATHs are walked for the catch-up, so that nothing falls
+    // between the two (a file seen both ways is taken once).
     let (events_tx, events) = mpsc::channel();
-    let waker = executor.waker();
+    let engine_waker = executor.waker();
+    let waker = engine_waker.clone();
     let mut watcher = notify::recommended_watcher(move |event| {
         let _ = events_tx.send(event);
         waker.wake();
@@ -85,12 +67,44 @@ pub fn watch(executor: &mut Executor, opts: &WatchOptions) -> Result<RunEnd, Run
                 RecursiveMode::NonRecursive,
             )
         };
-        if let Err(e) = watcher.watch(target, mode) {
+        if let Err(e) = watcher.watch(target, mode)
+            && target.exists()
+        {
             tracing::warn!(
                 "{}: cannot watch for changes ({e}); only the rescans will see its files",
                 target.display()
             );
         }
+    }
+
+    let found = discover::discover(&discover_options(run)).map_err(|e| RunError::Usage(e.0))?;
+    for w in &found.warnings {
+        tracing::warn!("{w}");
+    }
+    let _lock = lock::acquire(&found.output_roots, run.shard)?;
+    let reporter = Reporter::appending(run.report.as_deref())?;
+    let metrics = opts
+        .metrics
+        .map(Metrics::serve)
+        .transpose()
+        .map_err(RunError::Usage)?;
+    let seed = run.seed.unwrap_or_else(rand::random);
+    if run.seed.is_none() {
+        tracing::info!("seed {seed} (pass --seed {seed} to reproduce these outputs)");
+    }
+    // SIGHUP asks for the report to be reopened at once: the flag says so, the wake makes it now.
+    let reopen = Arc::new(AtomicBool::new(false));
+    match signal_hook::iterator::Signals::new([libc::SIGHUP]) {
+        Ok(mut signals) => {
+            let (reopen, waker) = (Arc::clone(&reopen), engine_waker.clone());
+            std::thread::spawn(move || {
+                for _ in signals.forever() {
+                    reopen.store(true, Ordering::SeqCst);
+                    waker.wake();
+                }
+            });
+        }
+        Err(e) => tracing::warn!("cannot watch for SIGHUP: {e}"),
     }
 
     let mut engine = Engine::new(executor, engine_config(run, seed), reporter);
