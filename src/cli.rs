@@ -51,6 +51,9 @@ pub enum Command {
     GenFakeData(GenArgs),
     /// Generate the test tones that are missing, then transform them, with timings.
     Demo(DemoArgs),
+    /// A service: transform what is in the folders, then each new file once it is complete,
+    /// until SIGTERM or SIGINT (exit 0). For systemd (Type=notify).
+    Watch(WatchArgs),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -206,6 +209,69 @@ impl OutputFormatArg {
             OutputFormatArg::Ulaw => Encoding::MuLaw,
         })
     }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WatchArgs {
+    /// Folders (or files) to watch.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+
+    #[command(flatten)]
+    pub noise: NoiseArgs,
+
+    /// Worker processes, kept running between files [default: the available parallelism].
+    #[arg(short, long, value_parser = clap::value_parser!(u16).range(1..), value_name = "N")]
+    pub jobs: Option<u16>,
+
+    /// Write outputs under DIR, mirroring the folders below each PATH, instead of beside inputs.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+
+    /// Watch sub-folders too, new ones included.
+    #[arg(short, long)]
+    pub recursive: bool,
+
+    /// Times a file is retried on a fresh worker after its worker died or timed out, and times it
+    /// is started again after it changed while it was being read.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub retries: u32,
+
+    /// Longest time one file may take (30s, 2m, 1h); the worker is then stopped.
+    #[arg(long, value_parser = positive_duration, value_name = "DURATION")]
+    pub timeout: Option<Duration>,
+
+    /// Append a JSON Lines report: one object per file as it finishes; SIGHUP reopens it.
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+
+    /// Take only the files whose relative path hashes to INDEX of COUNT shards (INDEX from 0).
+    #[arg(long, value_name = "INDEX/COUNT")]
+    pub shard: Option<Shard>,
+
+    /// Skip fsync of outputs before they are renamed into place.
+    #[arg(long)]
+    pub no_fsync: bool,
+
+    /// Take no symbolic link found below a PATH, to a file or to a folder.
+    #[arg(long)]
+    pub no_follow: bool,
+
+    /// A file is taken once it has not changed for this long (1s, 500ms).
+    #[arg(long, default_value = "1s", value_parser = duration, value_name = "DURATION")]
+    pub settle: Duration,
+
+    /// Encoding of the outputs: `same` as each input, or convert (as `etl run`).
+    #[arg(long, value_enum, default_value_t = OutputFormatArg::Same, value_name = "FORMAT")]
+    pub output_format: OutputFormatArg,
+
+    /// Walk the PATHs again this often, for changes that events missed (5min, 1h).
+    #[arg(long, default_value = "5min", value_parser = positive_duration, value_name = "DURATION")]
+    pub rescan: Duration,
+
+    /// Serve metrics for Prometheus on ADDR (such as 127.0.0.1:9464), at /metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -1,5 +1,5 @@
-//! The messages between the supervisor and its workers. Only paths, numbers and error text cross
-//! the channel, never audio.
+//! The messages between the supervisor and its workers. Only paths, numbers and typed errors (a
+//! kind and its text) cross the channel, never audio.
 //!
 //! The handshake: the supervisor opens an `IpcOneShotServer<FromWorker>` and passes its name on the
 //! worker's command line; the worker connects and sends [`FromWorker::Hello`] carrying the sender
@@ -34,7 +34,7 @@ impl From<&Path> for WirePath {
     }
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub enum ToWorker {
     Transform(TransformJob),
     Generate(GenerateJob),
@@ -81,20 +81,38 @@ pub struct JobResult {
     pub outcome: Result<Option<Stats>, JobFailure>,
 }
 
-/// Why a job did not succeed.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Why a job did not succeed: typed, so that the supervisor decides on the kind of failure, never
+/// on its words.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
 pub enum JobFailure {
     /// The input is no longer the file that was planned: the whole file is to be done again.
+    #[error("input changed while it was being read")]
     InputChanged,
-    /// Anything else, in words for the report.
-    Failed(String),
+    /// The input is not something etl can read (not a WAV, truncated, unsupported...).
+    #[error("{0}")]
+    BadInput(String),
+    /// An I/O error, reading the input or writing the output, with its errno kept.
+    #[error("{message}")]
+    Io { errno: Option<i32>, message: String },
 }
 
-impl std::fmt::Display for JobFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl JobFailure {
+    /// An I/O failure from `error`, described by `message`.
+    pub fn io(error: &std::io::Error, message: String) -> JobFailure {
+        JobFailure::Io {
+            errno: error.raw_os_error(),
+            message,
+        }
+    }
+
+    /// The kind of an I/O failure, as `std::io` names it.
+    pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
         match self {
-            JobFailure::InputChanged => f.write_str("input changed while it was being read"),
-            JobFailure::Failed(why) => f.write_str(why),
+            JobFailure::Io { errno: Some(e), .. } => {
+                Some(std::io::Error::from_raw_os_error(*e).kind())
+            }
+            JobFailure::Io { errno: None, .. } => Some(std::io::ErrorKind::Other),
+            _ => None,
         }
     }
 }

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 mod common;
+use common::etl_command;
 
 /// Longest any single wait in these tests may take before it counts as a hang.
 const HANG: Duration = Duration::from_secs(60);
@@ -28,12 +29,6 @@ const HANG: Duration = Duration::from_secs(60);
 // ---------------------------------------------------------------------------------------------
 // Processes
 // ---------------------------------------------------------------------------------------------
-
-fn etl_command() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_etl"));
-    cmd.env_remove("RUST_LOG").env("NO_COLOR", "1");
-    cmd
-}
 
 fn signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) has no memory effects; a pid that is gone gives ESRCH, which is fine here.

@@ -11,9 +11,10 @@ use audio_etl::cli::{Cli, Command, LogFormat, NoiseArgs, ToneArgs};
 use audio_etl::etl::tone;
 use audio_etl::etl::transform::NoiseLevel;
 use audio_etl::supervisor::discover::Shard;
-use audio_etl::supervisor::pool::{Pool, PoolConfig};
+use audio_etl::supervisor::executor::{Executor, ExecutorConfig};
+use audio_etl::supervisor::lock::LockError;
 use audio_etl::supervisor::report::LogWriter;
-use audio_etl::supervisor::{self, GenerateOptions, RunEnd, RunError, RunOptions};
+use audio_etl::supervisor::{self, GenerateOptions, RunEnd, RunError, RunOptions, WatchOptions};
 
 /// The exit codes, as README.md documents them.
 #[derive(Clone, Copy)]
@@ -62,7 +63,7 @@ fn main() -> ExitCode {
                 ],
             );
             let jobs = jobs(args.jobs);
-            let mut pool = Pool::new(PoolConfig {
+            let mut pool = Executor::new(ExecutorConfig {
                 workers: jobs,
                 retries: args.retries,
                 timeout: args.timeout,
@@ -93,7 +94,7 @@ fn main() -> ExitCode {
                 "gen-fake-data",
                 &[(!tone_is_single(&args.tone), TONE_RANGES)],
             );
-            let mut pool = Pool::new(pool_config(args.tone.jobs, worker_args));
+            let mut pool = Executor::new(pool_config(args.tone.jobs, worker_args));
             conclude(supervisor::generate(
                 &mut pool,
                 &generate_options(args.out_dir, &args.tone, progress),
@@ -110,7 +111,7 @@ fn main() -> ExitCode {
                     ),
                 ],
             );
-            let mut pool = Pool::new(pool_config(args.tone.jobs, worker_args));
+            let mut pool = Executor::new(pool_config(args.tone.jobs, worker_args));
             let generated = supervisor::generate(
                 &mut pool,
                 &generate_options(args.dir.clone(), &args.tone, progress),
@@ -140,6 +141,50 @@ fn main() -> ExitCode {
                     conclude(supervisor::run(&mut pool, &opts))
                 }
                 other => other,
+            }
+        }
+        Command::Watch(args) => {
+            refuse_until_supported(
+                "watch",
+                &[(
+                    !noise_is_single(&args.noise),
+                    "a range LOW..HIGH for --sigma or --snr-db",
+                )],
+            );
+            let jobs = jobs(args.jobs);
+            let mut executor = Executor::new(ExecutorConfig {
+                workers: jobs,
+                retries: args.retries,
+                timeout: args.timeout,
+                worker_args,
+            });
+            let opts = WatchOptions {
+                run: RunOptions {
+                    paths: args.paths,
+                    level: noise_level(&args.noise),
+                    seed: args.noise.seed,
+                    out_dir: args.out_dir,
+                    recursive: args.recursive,
+                    no_follow: args.no_follow,
+                    force: false,
+                    shard: args.shard.unwrap_or(Shard::WHOLE),
+                    report: args.report,
+                    dry_run: false,
+                    progress: false,
+                    fsync: !args.no_fsync,
+                    jobs,
+                    settle: args.settle,
+                    retries: args.retries,
+                    output_format: args.output_format.encoding(),
+                },
+                rescan: args.rescan,
+                metrics: args.metrics,
+            };
+            match supervisor::watch(&mut executor, &opts) {
+                // A service stopped by SIGTERM or SIGINT has done what it should: the daemon
+                // convention is exit 0.
+                Ok(RunEnd::Interrupted(..)) => Exit::Ok,
+                other => conclude(other),
             }
         }
         Command::Completions { shell } => {
@@ -179,9 +224,9 @@ fn conclude(result: Result<RunEnd, RunError>) -> Exit {
         Err(e) => {
             tracing::error!("{e}");
             match e {
-                RunError::Usage(_) => Exit::Usage,
-                RunError::Locked(_) => Exit::Locked,
-                RunError::Fatal(_) => Exit::Failed,
+                RunError::Usage(_) | RunError::Report(_) => Exit::Usage,
+                RunError::Lock(LockError::Held { .. }) => Exit::Locked,
+                RunError::Lock(_) | RunError::Fatal(_) => Exit::Failed,
             }
         }
     }
@@ -193,8 +238,8 @@ fn jobs(asked: Option<u16>) -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-fn pool_config(jobs_asked: Option<u16>, worker_args: Vec<String>) -> PoolConfig {
-    PoolConfig {
+fn pool_config(jobs_asked: Option<u16>, worker_args: Vec<String>) -> ExecutorConfig {
+    ExecutorConfig {
         workers: jobs(jobs_asked),
         retries: 1,
         timeout: None,

@@ -180,6 +180,82 @@ pub fn discover(opts: &Options) -> Result<Discovery, MissingPath> {
     Ok(found)
 }
 
+/// What [`input_at`] found at a path.
+pub enum Found {
+    /// An input under one of the PATHs (or one of them), with what a run would decide for it.
+    Input(Input),
+    /// A folder that a recursive run would enter: its files may not have been seen.
+    Folder(PathBuf),
+    /// Nothing a run would take: an output, a temporary, a hidden name, another shard's file,
+    /// something gone, or outside every PATH.
+    Nothing,
+}
+
+/// What a run would make of one `path` seen to change under the PATHs: the same [`Input`] (its
+/// relative path, output and plan) that [`discover`] would give it, so that a file taken alone
+/// gets the bytes a whole run gives it.
+pub fn input_at(opts: &Options, path: &Path) -> Found {
+    for root in opts.paths {
+        let relative = if path == root {
+            match root.file_name() {
+                Some(name) if !fs::metadata(root).is_ok_and(|m| m.is_dir()) => PathBuf::from(name),
+                _ => continue,
+            }
+        } else {
+            match path.strip_prefix(root) {
+                Ok(rel) if !rel.as_os_str().is_empty() => rel.to_path_buf(),
+                _ => continue,
+            }
+        };
+        // Hidden names (our temporaries among them) are never inputs, nor is anything below one.
+        if relative
+            .components()
+            .any(|c| c.as_os_str().as_bytes().starts_with(b"."))
+        {
+            return Found::Nothing;
+        }
+        let nested = relative.components().count() > 1;
+        if nested && !opts.recursive {
+            return Found::Nothing;
+        }
+        if opts.no_follow
+            && path != root
+            && fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+        {
+            return Found::Nothing;
+        }
+        let Ok(meta) = fs::metadata(path) else {
+            return Found::Nothing;
+        };
+        let name = relative.file_name().unwrap_or_default().to_os_string();
+        if meta.is_dir() {
+            return if opts.recursive {
+                Found::Folder(path.to_path_buf())
+            } else {
+                Found::Nothing
+            };
+        }
+        if path != root && !is_input_name(&name) {
+            return Found::Nothing;
+        }
+        let mut found = Discovery {
+            inputs: Vec::new(),
+            output_roots: Vec::new(),
+            warnings: Vec::new(),
+        };
+        add_input(
+            opts,
+            path.to_path_buf(),
+            relative,
+            meta.len(),
+            plan_for(&meta),
+            &mut found,
+        );
+        return found.inputs.pop().map_or(Found::Nothing, Found::Input);
+    }
+    Found::Nothing
+}
+
 /// Regular files are transformed; anything else named like an input fails, saying what it is.
 fn plan_for(meta: &fs::Metadata) -> Plan {
     if meta.is_file() {

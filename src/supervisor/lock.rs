@@ -26,21 +26,16 @@ pub struct RunLock {
     _files: Vec<File>,
 }
 
+#[derive(Debug, thiserror::Error)]
 pub enum LockError {
     /// Another run holds the lock: exit 75.
-    Held {
-        path: PathBuf,
-        holder: String,
-    },
+    #[error("{} is held by {holder}: another run is working on this folder", path.display())]
+    Held { path: PathBuf, holder: String },
     /// The name holds something the run must not write through (a link, a folder...): exit 1.
-    Refused {
-        path: PathBuf,
-        why: String,
-    },
-    Io {
-        path: PathBuf,
-        cause: String,
-    },
+    #[error("refusing {}: {why}", path.display())]
+    Refused { path: PathBuf, why: String },
+    #[error("cannot take the lock {}: {cause}", path.display())]
+    Io { path: PathBuf, cause: String },
 }
 
 pub fn lock_name(shard: Shard) -> String {

@@ -187,6 +187,32 @@ pub fn escape_text(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// The report cannot be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("report {}: {}", path.display(), describe_io(cause))]
+pub struct ReportError {
+    pub path: PathBuf,
+    pub cause: io::Error,
+}
+
+/// Opens the report: emptied for a run, appended to by a service (and reopened for logrotate).
+fn open_report(path: &Path, append: bool) -> Result<File, ReportError> {
+    let error = |cause| ReportError {
+        path: path.to_path_buf(),
+        cause,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(error)?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(path)
+        .map_err(error)
+}
+
 pub struct Reporter {
     report: Option<File>,
     report_path: Option<PathBuf>,
@@ -206,20 +232,32 @@ impl Reporter {
         total_files: u64,
         total_bytes: u64,
         quiet_lines: bool,
-    ) -> Result<Reporter, String> {
+    ) -> Result<Reporter, ReportError> {
+        Self::opened(
+            report,
+            false,
+            progress,
+            total_files,
+            total_bytes,
+            quiet_lines,
+        )
+    }
+
+    /// A reporter for a service: the report is appended to, and no bar is drawn.
+    pub fn appending(report: Option<&Path>) -> Result<Reporter, ReportError> {
+        Self::opened(report, true, false, 0, 0, false)
+    }
+
+    fn opened(
+        report: Option<&Path>,
+        append: bool,
+        progress: bool,
+        total_files: u64,
+        total_bytes: u64,
+        quiet_lines: bool,
+    ) -> Result<Reporter, ReportError> {
         let report_path = report.map(Path::to_path_buf);
-        let report = match report {
-            Some(path) => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| format!("report {}: {}", path.display(), describe_io(&e)))?;
-                }
-                let file = File::create(path)
-                    .map_err(|e| format!("report {}: {}", path.display(), describe_io(&e)))?;
-                Some(file)
-            }
-            None => None,
-        };
+        let report = report.map(|path| open_report(path, append)).transpose()?;
         // The bar follows bytes when the sizes are known (a run), else files (generated tones).
         let by_bytes = total_bytes > 0;
         let bar = (progress && io::stderr().is_terminal() && total_files > 0).then(|| {
@@ -247,6 +285,25 @@ impl Reporter {
             counts: Counts::default(),
             quiet_lines,
         })
+    }
+
+    /// Opens the report again by its name (after logrotate moved it away), appending.
+    pub fn reopen(&mut self) {
+        let Some(path) = self.report_path.clone() else {
+            return;
+        };
+        match open_report(&path, true) {
+            Ok(file) => {
+                self.report = Some(file);
+                tracing::info!("reopened the report {}", path.display());
+            }
+            Err(e) => tracing::error!("{e}; still writing to the old file"),
+        }
+    }
+
+    /// Writes one JSON object as a line of the report, outside any file (a service's summary).
+    pub fn note(&mut self, value: &serde_json::Value) {
+        self.write_line(value);
     }
 
     /// Records a file that finished, one way or another. `bytes` advances the progress bar.

@@ -66,9 +66,14 @@ fn run_transform(job: &TransformJob) -> JobResult {
     JobResult {
         id: job.id,
         seconds: start.elapsed().as_secs_f64(),
-        outcome: outcome.map(Some).map_err(|e| match e {
-            transform::TransformError::Changed => JobFailure::InputChanged,
-            other => JobFailure::Failed(other.to_string()),
+        outcome: outcome.map(Some).map_err(|e| {
+            use crate::etl::wav::WavError;
+            use transform::TransformError as E;
+            match &e {
+                E::Changed => JobFailure::InputChanged,
+                E::Output(io) | E::Input(WavError::Io(io)) => JobFailure::io(io, e.to_string()),
+                _ => JobFailure::BadInput(e.to_string()),
+            }
         }),
     }
 }
@@ -79,10 +84,8 @@ fn run_generate(job: &GenerateJob) -> JobResult {
     let outcome = tone::write(Path::new(&temp), &job.tone)
         .map(|()| None)
         .map_err(|e| {
-            JobFailure::Failed(format!(
-                "writing the output: {}",
-                crate::etl::describe_io(&e)
-            ))
+            let message = format!("writing the output: {}", crate::etl::describe_io(&e));
+            JobFailure::io(&e, message)
         });
     JobResult {
         id: job.id,

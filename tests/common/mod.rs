@@ -23,6 +23,13 @@ pub fn etl() -> assert_cmd::Command {
     cmd
 }
 
+/// The `etl` binary as a plain command (to spawn and signal), with the same environment as [`etl`].
+pub fn etl_command() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_etl"));
+    cmd.env_remove("RUST_LOG").env("NO_COLOR", "1");
+    cmd
+}
+
 /// What a finished `etl` process left.
 #[derive(Debug)]
 pub struct Run {

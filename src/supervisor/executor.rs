@@ -1,26 +1,30 @@
-//! The worker pool: spawning, feeding, timing out, killing and replacing worker processes.
+//! The executor: worker processes and nothing else. It spawns them, sends them jobs, times the
+//! jobs out, stops workers with SIGTERM then SIGKILL after a grace period, and reaps them. It knows
+//! jobs by their id only, and matches each result to its job by the id the worker sends back; what
+//! a job is about (files, formats, outputs) is the engine's business.
 //!
 //! One thread per worker blocks on that worker's IPC receiver (first in `accept()`, which has no
 //! timeout) and forwards what it gets into one event channel; a signal thread does the same for
-//! SIGINT and SIGTERM. The loop in [`Pool::run`] is the only place that decides anything: it waits
-//! on that channel with a deadline (the nearest job deadline, kill deadline or handshake
-//! deadline, else a heartbeat), so it never blocks forever. A worker's death shows as its receiver
-//! closing; its exit status says why. Events carry the worker's generation, so those of a worker
-//! already replaced are ignored. As in nextest, each worker runs in its own process group, is
-//! asked to stop with SIGTERM and is SIGKILLed after a grace period.
+//! SIGINT and SIGTERM, and a [`Waker`] lets a driver wake the loop when new work comes. Each call to
+//! [`Executor::next`] waits on that channel with a deadline (the nearest job deadline, kill
+//! deadline or handshake deadline, the caller's own, else a heartbeat), so it never blocks forever.
+//! A worker's death shows as its receiver closing; its exit status says why. Events carry the
+//! worker's generation, so those of a worker already replaced are ignored. As in nextest, each
+//! worker runs in its own process group, is asked to stop with SIGTERM and is SIGKILLed after a
+//! grace period.
 //!
 //! A scheduler that stops a job signals every process of it, the workers too, which may die before
 //! the supervisor has handled its own signal: a death that comes with a signal to us is part of the
 //! stop, never a retry.
 //!
 //! Every death we did not ask for, before or after the handshake, counts against the restart
-//! budget. Once the run is stopping (a signal, or the budget spent), the tasks still in flight are
-//! abandoned, not failed: the caller reports them as not run.
+//! budget. Once the executor is stopping (a signal, or the budget spent), the jobs still in flight
+//! are abandoned, not failed: the engine reports them as not run.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
@@ -47,7 +51,7 @@ const STARTING_POLL: Duration = Duration::from_millis(50);
 /// scheduler that stops a job signals each of its processes, and the workers may die first.
 const OWN_SIGNAL_WAIT: Duration = Duration::from_millis(500);
 
-pub struct PoolConfig {
+pub struct ExecutorConfig {
     pub workers: usize,
     pub retries: u32,
     pub timeout: Option<Duration>,
@@ -55,30 +59,71 @@ pub struct PoolConfig {
     pub worker_args: Vec<String>,
 }
 
-/// A unit of work; `make` builds the message for one attempt.
+/// A unit of work: the message sent for each attempt, under the id its result comes back with.
 pub struct Task {
     pub id: u64,
-    pub message: Box<dyn Fn() -> ToWorker>,
+    pub message: ToWorker,
+}
+
+/// Why a job ended without a result: its worker was lost.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WorkerLost {
+    #[error("timed out after {}", humantime::format_duration(*.0))]
+    TimedOut(Duration),
+    #[error("{}", describe_exit(*.0))]
+    Died(Option<ExitStatus>),
+}
+
+/// Why a worker could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot open an IPC channel: {0}")]
+    Ipc(std::io::Error),
+    #[error("cannot find my own executable: {0}")]
+    OwnExecutable(std::io::Error),
+    #[error("cannot start a worker: {0}")]
+    Start(std::io::Error),
 }
 
 /// How one task ended.
 #[derive(Debug)]
 pub struct Completion {
     pub id: u64,
-    pub result: Result<JobResult, String>,
+    pub result: Result<JobResult, WorkerLost>,
     pub attempts: u32,
     pub worker_pid: u32,
 }
 
-/// How the whole pool ended.
+/// How the executor ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PoolEnd {
-    /// Every task completed (successfully or not).
+    /// Every task completed (successfully or not), and no more were to come.
     Finished,
     /// A signal asked us to stop; tasks not completed were abandoned.
     Interrupted(i32),
     /// Workers kept dying; tasks not completed were abandoned.
     GaveUp(String),
+}
+
+/// What one call to [`Executor::next`] saw.
+#[derive(Debug)]
+pub enum Step {
+    /// A task ended.
+    Completed(Completion),
+    /// The caller's deadline passed, or a [`Waker`] woke us: time for the caller to look around.
+    Idle,
+    /// Every worker is gone and nothing more will run.
+    Ended(PoolEnd),
+}
+
+/// Wakes the executor's loop from another thread (new work came).
+#[derive(Clone)]
+pub struct Waker(mpsc::Sender<Event>);
+
+impl Waker {
+    pub fn wake(&self) {
+        let _ = self.0.send(Event::Wake);
+    }
 }
 
 enum Event {
@@ -98,6 +143,7 @@ enum Event {
         generation: u64,
     },
     Signal(i32),
+    Wake,
 }
 
 enum State {
@@ -109,7 +155,7 @@ enum State {
     /// `tasks[0]` is running and `deadline` is its own; any after it were sent ahead so that the
     /// worker does not wait on the supervisor between two short files.
     Busy {
-        tasks: VecDeque<usize>,
+        tasks: VecDeque<u64>,
         deadline: Option<Instant>,
     },
 }
@@ -135,12 +181,12 @@ struct Worker {
 }
 
 struct Pending {
-    task: Task,
+    message: ToWorker,
     attempts: u32,
 }
 
-pub struct Pool {
-    config: PoolConfig,
+pub struct Executor {
+    config: ExecutorConfig,
     events_tx: mpsc::Sender<Event>,
     events: mpsc::Receiver<Event>,
     slots: Vec<Option<Worker>>,
@@ -154,20 +200,29 @@ pub struct Pool {
     signal_received: Arc<AtomicUsize>,
     /// A signal was acted on from `signal_received`: its event, when it comes, is not a second one.
     acted_on_early: bool,
+    /// Jobs waiting for a worker, in order.
+    queue: VecDeque<u64>,
+    /// Every job not yet completed, by id.
+    pending: HashMap<u64, Pending>,
+    /// No more jobs will be submitted: the executor finishes once `pending` is empty.
+    closed: bool,
+    end: Option<PoolEnd>,
+    /// Workers that died without being asked to, since the start.
+    deaths: u64,
 }
 
 /// What was left of a worker once it was reaped.
 struct Reaped {
     /// The task it was running: the task, why the worker died, and its pid.
-    lost: Option<(usize, String, u32)>,
+    lost: Option<(u64, WorkerLost, u32)>,
     /// Tasks sent ahead to it, never started.
-    sent_ahead: Vec<usize>,
+    sent_ahead: Vec<u64>,
     /// The signal that killed it, when we had not asked it to stop.
     killed_by: Option<i32>,
 }
 
-impl Pool {
-    pub fn new(config: PoolConfig) -> Pool {
+impl Executor {
+    pub fn new(config: ExecutorConfig) -> Executor {
         let (events_tx, events) = mpsc::channel();
         let signal_tx = events_tx.clone();
         match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
@@ -191,7 +246,7 @@ impl Pool {
             }
         }
         let slots = (0..config.workers.max(1)).map(|_| None).collect();
-        Pool {
+        Executor {
             config,
             events_tx,
             events,
@@ -201,7 +256,68 @@ impl Pool {
             finishes: VecDeque::new(),
             signal_received,
             acted_on_early: false,
+            queue: VecDeque::new(),
+            pending: HashMap::new(),
+            closed: false,
+            end: None,
+            deaths: 0,
         }
+    }
+
+    /// Wakes [`Executor::next`] from another thread.
+    pub fn waker(&self) -> Waker {
+        Waker(self.events_tx.clone())
+    }
+
+    /// Jobs waiting for a worker.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Workers that died without being asked to, since the start.
+    pub fn deaths(&self) -> u64 {
+        self.deaths
+    }
+
+    /// Whether the executor is stopping (a signal, or the restart budget spent).
+    pub fn stopping(&self) -> bool {
+        self.end.is_some()
+    }
+
+    /// Queues a job, starting workers for it if slots are free. Once the executor is stopping,
+    /// the job is never sent: the engine finds it abandoned.
+    pub fn submit(&mut self, task: Task) {
+        self.pending.insert(
+            task.id,
+            Pending {
+                message: task.message,
+                attempts: 0,
+            },
+        );
+        if self.end.is_some() {
+            return;
+        }
+        self.queue.push_back(task.id);
+        // Workers that will soon be free to take a job: those starting, and those idle.
+        let coming = self
+            .slots
+            .iter()
+            .flatten()
+            .filter(|w| {
+                w.stopping.is_none() && matches!(w.state, State::Starting { .. } | State::Idle)
+            })
+            .count();
+        if self.queue.len() > coming
+            && let Some(slot) = self.slots.iter().position(Option::is_none)
+            && let Err(e) = self.spawn(slot)
+        {
+            self.end = Some(PoolEnd::GaveUp(e.to_string()));
+        }
+    }
+
+    /// No more jobs will come: the executor ends once those submitted are done.
+    pub fn close(&mut self) {
+        self.closed = true;
     }
 
     /// The SIGINT or SIGTERM received and not acted on yet, if any. A worker killed by one of
@@ -221,49 +337,50 @@ impl Pool {
         }
     }
 
-    /// Runs `tasks` (in the given order) to completion, calling `on_complete` for each as it ends.
-    pub fn run(&mut self, tasks: Vec<Task>, mut on_complete: impl FnMut(Completion)) -> PoolEnd {
-        let mut queue: VecDeque<usize> = (0..tasks.len()).collect();
-        let mut pending: Vec<Pending> = tasks
-            .into_iter()
-            .map(|task| Pending { task, attempts: 0 })
-            .collect();
-        let mut remaining = pending.len();
-        let mut end: Option<PoolEnd> = None;
-
-        let wanted = self.slots.len().min(remaining);
-        for slot in 0..wanted {
-            if let Err(e) = self.spawn(slot) {
-                return PoolEnd::GaveUp(e);
-            }
-        }
-
+    /// Runs the executor until a task ends, `until` passes, a [`Waker`] wakes it, or it has ended.
+    pub fn next(&mut self, until: Option<Instant>) -> Step {
         loop {
-            if end.is_none() {
-                self.dispatch(&mut queue, &mut pending);
+            if self.end.is_none() {
+                self.dispatch();
             }
-            if remaining == 0 && end.is_none() {
-                end = Some(PoolEnd::Finished);
+            if self.pending.is_empty() && self.closed && self.end.is_none() {
+                self.end = Some(PoolEnd::Finished);
             }
-            if end.is_some() && self.slots.iter().all(Option::is_none) {
-                break;
+            if let Some(end) = &self.end
+                && self.slots.iter().all(Option::is_none)
+            {
+                let end = end.clone();
+                if end == PoolEnd::Finished {
+                    // All done: the executor may be given more work (`etl demo` runs twice).
+                    self.end = None;
+                    self.closed = false;
+                }
+                return Step::Ended(end);
             }
-            if let Some(ending) = &end {
+            if let Some(ending) = &self.end {
                 // Ask idle and starting workers to go; busy ones were signalled already.
                 let kill_now = matches!(ending, PoolEnd::GaveUp(_));
                 self.stop_all(StopReason::Shutdown, kill_now);
             }
-
-            let wait = self
+            let now = Instant::now();
+            // While stopping, the caller has nothing to do until the workers are gone.
+            let until = until.filter(|_| self.end.is_none());
+            if until.is_some_and(|u| now >= u) {
+                return Step::Idle;
+            }
+            let wake = self
                 .next_wakeup()
-                .unwrap_or_else(|| Instant::now() + HEARTBEAT)
-                .saturating_duration_since(Instant::now());
-            let event = match self.events.recv_timeout(wait) {
+                .unwrap_or(now + HEARTBEAT)
+                .min(until.unwrap_or(now + HEARTBEAT));
+            let event = match self
+                .events
+                .recv_timeout(wake.saturating_duration_since(now))
+            {
                 Ok(ev) => Some(ev),
                 Err(mpsc::RecvTimeoutError::Timeout) => None,
                 Err(mpsc::RecvTimeoutError::Disconnected) => unreachable!("we hold a sender"),
             };
-            match event {
+            let completed = match event {
                 Some(Event::Hello {
                     slot,
                     generation,
@@ -275,133 +392,160 @@ impl Pool {
                         w.jobs = Some(jobs);
                         w.state = State::Idle;
                     }
+                    None
                 }
                 Some(Event::Done {
                     slot,
                     generation,
                     result,
-                }) => {
-                    let timeout = self.config.timeout;
-                    let Some(w) = self.worker_mut(slot, generation) else {
-                        continue;
-                    };
-                    let State::Busy { tasks, deadline } = &mut w.state else {
-                        continue;
-                    };
-                    let Some(task) = tasks.pop_front() else {
-                        continue;
-                    };
-                    if tasks.is_empty() {
-                        w.state = State::Idle;
-                    } else {
-                        // The job sent ahead starts now.
-                        *deadline = timeout.map(|t| Instant::now() + t);
-                    }
-                    let pid = w.pid;
-                    self.finishes.push_back(Instant::now());
-                    remaining -= 1;
-                    on_complete(Completion {
-                        id: pending[task].task.id,
-                        result: Ok(result),
-                        attempts: pending[task].attempts,
-                        worker_pid: pid,
-                    });
-                }
-                Some(Event::Gone { slot, generation }) => {
-                    let Some(Reaped {
-                        lost,
-                        sent_ahead,
-                        killed_by,
-                    }) = self.reap(slot, generation)
-                    else {
-                        continue;
-                    };
-                    // A death that comes with a signal to us is part of the stop, never a retry.
-                    if end.is_none()
-                        && let Some(sig) = self.own_signal(killed_by)
-                    {
-                        tracing::warn!(
-                            "{}: stopping workers, finishing nothing new",
-                            signal_name(sig)
-                        );
-                        end = Some(PoolEnd::Interrupted(sig));
-                        self.acted_on_early = true;
-                        self.stop_all(StopReason::Shutdown, false);
-                    }
-                    for task in sent_ahead.into_iter().rev() {
-                        // Never started: back to the front of the queue, the attempt not spent.
-                        pending[task].attempts -= 1;
-                        queue.push_front(task);
-                    }
-                    if let Some((task, cause, pid)) = lost {
-                        let p = &mut pending[task];
-                        if end.is_some() {
-                            // Stopping: the task was abandoned, not failed; the run reports it as
-                            // not run.
-                        } else if p.attempts <= self.config.retries {
-                            tracing::warn!(
-                                "{}: {cause}; retrying (attempt {} of {})",
-                                task_name(&(p.task.message)()),
-                                p.attempts + 1,
-                                self.config.retries + 1
-                            );
-                            queue.push_front(task);
-                        } else {
-                            remaining -= 1;
-                            on_complete(Completion {
-                                id: p.task.id,
-                                result: Err(cause),
-                                attempts: p.attempts,
-                                worker_pid: pid,
-                            });
-                        }
-                    }
-                    if end.is_none() {
-                        if let Some(reason) = self.over_budget() {
-                            end = Some(PoolEnd::GaveUp(reason));
-                            self.stop_all(StopReason::Shutdown, true);
-                        } else if remaining > 0
-                            && !queue.is_empty()
-                            && let Err(e) = self.spawn(slot)
-                        {
-                            end = Some(PoolEnd::GaveUp(e));
-                        }
-                    }
-                }
+                }) => self.on_done(slot, generation, result),
+                Some(Event::Gone { slot, generation }) => self.on_gone(slot, generation),
                 Some(Event::Signal(_)) if self.acted_on_early => {
                     // The signal already acted on, as a worker died of it.
                     self.acted_on_early = false;
+                    None
                 }
                 Some(Event::Signal(sig)) => {
-                    self.signal_received.store(0, Ordering::SeqCst);
-                    let again = end.is_some();
-                    match &end {
-                        None => {
-                            tracing::warn!(
-                                "{}: stopping workers, finishing nothing new",
-                                signal_name(sig)
-                            );
-                            end = Some(PoolEnd::Interrupted(sig));
-                        }
-                        Some(PoolEnd::Interrupted(_)) => {
-                            tracing::warn!("{} again: killing the workers now", signal_name(sig))
-                        }
-                        Some(_) => {}
-                    }
-                    // A second signal does not wait for the grace period.
-                    self.stop_all(StopReason::Shutdown, again);
+                    self.on_signal(sig);
+                    None
                 }
-                None => self.on_tick(),
+                Some(Event::Wake) if self.end.is_none() => return Step::Idle,
+                Some(Event::Wake) => None,
+                None => {
+                    self.on_tick();
+                    None
+                }
+            };
+            if let Some(completion) = completed {
+                return Step::Completed(completion);
             }
         }
-        end.unwrap_or(PoolEnd::Finished)
+    }
+
+    /// A worker's result: matched to its job by the id it carries.
+    fn on_done(&mut self, slot: usize, generation: u64, result: JobResult) -> Option<Completion> {
+        let timeout = self.config.timeout;
+        let w = self.worker_mut(slot, generation)?;
+        let State::Busy { tasks, deadline } = &mut w.state else {
+            tracing::debug!(pid = w.pid, "a result from a worker with no job: ignored");
+            return None;
+        };
+        let Some(at) = tasks.iter().position(|&id| id == result.id) else {
+            tracing::debug!(
+                pid = w.pid,
+                id = result.id,
+                "a result for a job not sent: ignored"
+            );
+            return None;
+        };
+        tasks.remove(at);
+        if tasks.is_empty() {
+            w.state = State::Idle;
+        } else if at == 0 {
+            // The job sent ahead starts now.
+            *deadline = timeout.map(|t| Instant::now() + t);
+        }
+        let pid = w.pid;
+        self.finishes.push_back(Instant::now());
+        let pending = self.pending.remove(&result.id)?;
+        Some(Completion {
+            id: result.id,
+            result: Ok(result),
+            attempts: pending.attempts,
+            worker_pid: pid,
+        })
+    }
+
+    /// A worker's channel closed: reap it, retry or give up its job, replace it.
+    fn on_gone(&mut self, slot: usize, generation: u64) -> Option<Completion> {
+        let Reaped {
+            lost,
+            sent_ahead,
+            killed_by,
+        } = self.reap(slot, generation)?;
+        let mut completed = None;
+        // A death that comes with a signal to us is part of the stop, never a retry.
+        if self.end.is_none()
+            && let Some(sig) = self.own_signal(killed_by)
+        {
+            tracing::warn!(
+                "{}: stopping workers, finishing nothing new",
+                signal_name(sig)
+            );
+            self.end = Some(PoolEnd::Interrupted(sig));
+            self.acted_on_early = true;
+            self.stop_all(StopReason::Shutdown, false);
+        }
+        for id in sent_ahead.into_iter().rev() {
+            // Never started: back to the front of the queue, the attempt not spent.
+            if let Some(p) = self.pending.get_mut(&id) {
+                p.attempts -= 1;
+                self.queue.push_front(id);
+            }
+        }
+        if let Some((id, cause, pid)) = lost
+            && let Some(p) = self.pending.get(&id)
+        {
+            if self.end.is_some() {
+                // Stopping: the task was abandoned, not failed; the engine reports it as not run.
+            } else if p.attempts <= self.config.retries {
+                tracing::warn!(
+                    "{}: {cause}; retrying (attempt {} of {})",
+                    task_name(&p.message),
+                    p.attempts + 1,
+                    self.config.retries + 1
+                );
+                self.queue.push_front(id);
+            } else {
+                let p = self.pending.remove(&id).expect("a pending task");
+                completed = Some(Completion {
+                    id,
+                    result: Err(cause),
+                    attempts: p.attempts,
+                    worker_pid: pid,
+                });
+            }
+        }
+        if self.end.is_none() {
+            if let Some(reason) = self.over_budget() {
+                self.end = Some(PoolEnd::GaveUp(reason));
+                self.stop_all(StopReason::Shutdown, true);
+            } else if !self.pending.is_empty()
+                && !self.queue.is_empty()
+                && let Err(e) = self.spawn(slot)
+            {
+                self.end = Some(PoolEnd::GaveUp(e.to_string()));
+            }
+        }
+        completed
+    }
+
+    fn on_signal(&mut self, sig: i32) {
+        self.signal_received.store(0, Ordering::SeqCst);
+        let again = self.end.is_some();
+        match &self.end {
+            None => {
+                tracing::warn!(
+                    "{}: stopping workers, finishing nothing new",
+                    signal_name(sig)
+                );
+                self.end = Some(PoolEnd::Interrupted(sig));
+            }
+            Some(PoolEnd::Interrupted(_)) => {
+                tracing::warn!("{} again: killing the workers now", signal_name(sig))
+            }
+            Some(_) => {}
+        }
+        // A second signal does not wait for the grace period.
+        self.stop_all(StopReason::Shutdown, again);
     }
 
     /// Gives every idle worker a job, then, while more jobs wait than there are workers (so
     /// that sending one ahead cannot leave another worker idle at the end), one more to each.
-    fn dispatch(&mut self, queue: &mut VecDeque<usize>, pending: &mut [Pending]) {
+    fn dispatch(&mut self) {
         let timeout = self.config.timeout;
         let workers = self.slots.len();
+        let (queue, pending) = (&mut self.queue, &mut self.pending);
         for depth in 1..=DEPTH {
             for w in self.slots.iter_mut().flatten() {
                 if queue.is_empty() || (depth > 1 && queue.len() <= workers) {
@@ -418,23 +562,25 @@ impl Pool {
                 if held >= depth {
                     continue;
                 }
-                let task = queue.pop_front().unwrap();
-                let p = &mut pending[task];
+                let id = queue.pop_front().unwrap();
+                let Some(p) = pending.get_mut(&id) else {
+                    continue;
+                };
                 p.attempts += 1;
                 let sent = w
                     .jobs
                     .as_ref()
-                    .map(|jobs| jobs.send((p.task.message)()).is_ok())
+                    .map(|jobs| jobs.send(p.message.clone()).is_ok())
                     .unwrap_or(false);
                 // A failed send means the worker is dying: its Gone event will requeue the task.
                 if !sent {
                     tracing::debug!("worker {} did not take its job", w.pid);
                 }
                 match &mut w.state {
-                    State::Busy { tasks, .. } => tasks.push_back(task),
+                    State::Busy { tasks, .. } => tasks.push_back(id),
                     state => {
                         *state = State::Busy {
-                            tasks: VecDeque::from([task]),
+                            tasks: VecDeque::from([id]),
                             deadline: timeout.map(|t| Instant::now() + t),
                         }
                     }
@@ -443,11 +589,9 @@ impl Pool {
         }
     }
 
-    fn spawn(&mut self, slot: usize) -> Result<(), String> {
-        let (server, name) = IpcOneShotServer::<FromWorker>::new()
-            .map_err(|e| format!("cannot open an IPC channel: {e}"))?;
-        let exe =
-            std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))?;
+    fn spawn(&mut self, slot: usize) -> Result<(), SpawnError> {
+        let (server, name) = IpcOneShotServer::<FromWorker>::new().map_err(SpawnError::Ipc)?;
+        let exe = std::env::current_exe().map_err(SpawnError::OwnExecutable)?;
         let supervisor_pid = std::process::id();
         // Workers run exactly the supervisor's own binary, even if the file was replaced (an
         // upgrade) or removed during the run: a newer build might not speak the same protocol.
@@ -475,9 +619,7 @@ impl Pool {
                 Ok(())
             });
         }
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start a worker: {e}"))?;
+        let child = cmd.spawn().map_err(SpawnError::Start)?;
         self.generation += 1;
         let generation = self.generation;
         let tx = self.events_tx.clone();
@@ -510,10 +652,8 @@ impl Pool {
         let mut w = self.slots[slot].take().unwrap();
         let status = wait_briefly(&mut w.child);
         let cause = match (w.stopping, self.config.timeout) {
-            (Some((_, StopReason::Timeout)), Some(t)) => {
-                format!("timed out after {}", humantime::format_duration(t))
-            }
-            _ => describe_exit(status),
+            (Some((_, StopReason::Timeout)), Some(t)) => WorkerLost::TimedOut(t),
+            _ => WorkerLost::Died(status),
         };
         let mut tasks = match w.state {
             State::Busy { tasks, .. } => tasks,
@@ -525,6 +665,7 @@ impl Pool {
         let expected = w.stopping.is_some_and(|(_, r)| r == StopReason::Shutdown);
         if !expected {
             self.crashes.push_back(Instant::now());
+            self.deaths += 1;
         }
         tracing::debug!(pid = w.pid, "worker exited: {cause}");
         Some(Reaped {
@@ -640,7 +781,7 @@ impl Pool {
     }
 }
 
-impl Drop for Pool {
+impl Drop for Executor {
     fn drop(&mut self) {
         for w in self.slots.iter_mut().flatten() {
             kill_group(w.pid, libc::SIGKILL);
@@ -745,7 +886,7 @@ fn kill_group(pid: u32, signal: i32) {
 
 /// Waits for a child whose channel has closed. It is normally already dead; if it lingers, it
 /// is killed rather than waited on forever.
-fn wait_briefly(child: &mut Child) -> Option<std::process::ExitStatus> {
+fn wait_briefly(child: &mut Child) -> Option<ExitStatus> {
     let until = Instant::now() + Duration::from_secs(2);
     loop {
         match child.try_wait() {
@@ -760,7 +901,7 @@ fn wait_briefly(child: &mut Child) -> Option<std::process::ExitStatus> {
     }
 }
 
-fn describe_exit(status: Option<std::process::ExitStatus>) -> String {
+fn describe_exit(status: Option<ExitStatus>) -> String {
     let Some(status) = status else {
         return "worker vanished".into();
     };

@@ -1,0 +1,66 @@
+//! `etl gen-fake-data`: test tones `example0.wav` .. written on the workers, keeping what exists.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::run_end;
+use crate::etl::transform::NoiseLevel;
+use crate::supervisor::discover::{Input, Plan, Shard};
+use crate::supervisor::engine::{Engine, EngineConfig};
+use crate::supervisor::executor::Executor;
+use crate::supervisor::report::Reporter;
+use crate::supervisor::{GenerateOptions, RunEnd, RunError, lock, sweep};
+
+const TAG: &str = "gen";
+
+/// `etl gen-fake-data`: write `example0.wav` .. in `out_dir` on the worker pool.
+pub fn generate(executor: &mut Executor, opts: &GenerateOptions) -> Result<RunEnd, RunError> {
+    let start = Instant::now();
+    let dir = &opts.out_dir;
+    let _lock = lock::acquire(std::slice::from_ref(dir), Shard::WHOLE)?;
+    sweep(&HashSet::from([dir.clone()]), TAG);
+    let reporter = Reporter::new(None, opts.progress, opts.count as u64, 0, true)?;
+    let config = EngineConfig {
+        level: NoiseLevel::Sigma(0.0),
+        seed: 0,
+        fsync: true,
+        out_dir: None,
+        retries: 1,
+        jobs: 1,
+        tag: TAG.into(),
+        settle: Duration::ZERO,
+        output_format: None,
+    };
+    let mut engine = Engine::new(executor, config, reporter);
+    engine.total_files = opts.count as u64;
+    let mut todo = Vec::new();
+    for n in 0..opts.count {
+        let path: PathBuf = dir.join(format!("example{n}.wav"));
+        if !opts.force && path.exists() {
+            let input = Input {
+                relative: path.clone(),
+                output: path.clone(),
+                path,
+                size: 0,
+                status: Plan::Skip(String::new()),
+            };
+            engine.report_skip(&input, "exists (use --force to replace it)".into());
+        } else {
+            todo.push(engine.plan_tone(&path, opts.tone));
+        }
+    }
+    if !todo.is_empty() {
+        tracing::info!("generating {} files in {}", todo.len(), dir.display());
+    }
+    engine.dispatch(&todo);
+    engine.executor().close();
+    let end = engine.run(|_| None);
+    engine.abandon_unfinished();
+    engine.reporter.finish(
+        start.elapsed().as_secs_f64(),
+        serde_json::json!({}),
+        "gen-fake-data",
+    );
+    Ok(run_end(end, engine.reporter.counts.clone()))
+}

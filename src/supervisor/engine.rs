@@ -1,0 +1,581 @@
+//! The engine: what happens to each file, in one place. Drivers (`run`, `watch`, `gen-fake-data`)
+//! hand it files as they find them, at any time; it plans each one, splits it into jobs for the
+//! [`Executor`], follows it through its [`Lifecycle`], decides on typed errors what a failure
+//! means (start the file again, or fail it), renames finished outputs into place, and reports
+//! every file once. It never knows which driver feeds it, and never touches samples.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::discover::{Input, Plan};
+use super::executor::{Completion, Executor, PoolEnd, Step, Task, WorkerLost};
+use super::report::{FileRecord, Reporter, Status};
+use super::{make_output_folder, still_being_written, temp_path};
+use crate::etl::identity::{self, InputIdentity, Planned};
+use crate::etl::tone::Tone;
+use crate::etl::transform::{NoiseLevel, Stats};
+use crate::etl::{describe_io, noise, output};
+use crate::protocol::{GenerateJob, JobFailure, ToWorker, TransformJob, WirePath};
+
+/// Files at least this large are split into parts of about this size, so that one large file
+/// keeps every worker busy.
+pub const SPLIT_BYTES: u64 = 64 << 20;
+
+/// What the engine needs to know about the run, decided before anything runs.
+pub struct EngineConfig {
+    pub level: NoiseLevel,
+    pub seed: u64,
+    pub fsync: bool,
+    pub out_dir: Option<PathBuf>,
+    /// Times a file that changed while it was being read is started again.
+    pub retries: u32,
+    /// Worker processes: one alone never gets split files.
+    pub jobs: usize,
+    /// Names this run's temporaries (its shard, or `gen`).
+    pub tag: String,
+    /// Files modified less than this long ago are still being written.
+    pub settle: Duration,
+    /// `--output-format`: `None` keeps each input's.
+    pub output_format: Option<crate::etl::wav::Encoding>,
+}
+
+/// What a file's jobs make.
+#[derive(Clone, Copy)]
+enum Work {
+    /// Noise added to an input.
+    Transform,
+    /// A test tone written from nothing.
+    Generate(Tone),
+}
+
+/// Where one file is in its life.
+#[derive(Debug)]
+pub enum Lifecycle {
+    /// Looked at, not yet sent to a worker.
+    Planned,
+    /// Its parts are with the executor; `changed` once a part found the input changed.
+    Dispatched {
+        parts: u32,
+        done: u32,
+        changed: bool,
+    },
+    /// Every part finished; the output is being checked and renamed into place.
+    PartsDone,
+    /// The output has its final name.
+    Committed,
+    Failed(FailReason),
+    /// The run stopped before it finished.
+    Abandoned,
+}
+
+/// Why a file failed: the engine's own error, over those of the layers below.
+#[derive(Debug, thiserror::Error)]
+pub enum FailReason {
+    /// Decided without a worker (not a regular file, an output that is the input...).
+    #[error("{0}")]
+    Refused(String),
+    #[error("cannot create the output folder: {}", describe_io(.0))]
+    OutputFolder(std::io::Error),
+    #[error("{0}")]
+    Job(JobFailure),
+    #[error("{0}")]
+    WorkerLost(WorkerLost),
+    #[error("cannot rename the output into place: {}", describe_io(.0))]
+    Publish(std::io::Error),
+    /// The input kept changing while it was being read, more times than `--retries`.
+    #[error("{}", JobFailure::InputChanged)]
+    KeptChanging,
+}
+
+/// What [`Engine::decide`] made of a file.
+pub enum Decision {
+    /// To be transformed: hand the id to [`Engine::dispatch`].
+    Planned(u64),
+    /// Modified within the settle time: the driver says whether to skip it or look again later.
+    StillBeingWritten(Input),
+    /// Skipped or failed without a worker, and reported.
+    Reported,
+}
+
+struct FileEntry {
+    input: Input,
+    work: Work,
+    planned: Option<Planned>,
+    life: Lifecycle,
+    /// Parts sent and not yet come back (a failed file waits for them before its temporary goes).
+    in_flight: u32,
+    seconds: f64,
+    clipped: u64,
+    /// Attempts in earlier starts (the file changed under them), and in this one.
+    attempts_before: u32,
+    attempts: u32,
+    worker_pid: Option<u32>,
+    /// Times the file was started again because it changed.
+    restarts: u32,
+    /// The figures of the last part to finish.
+    stats: Option<Stats>,
+}
+
+/// Running totals, for status lines and metrics.
+#[derive(Clone, Debug, Default)]
+pub struct Totals {
+    /// Input bytes of the files committed.
+    pub bytes: u64,
+    /// Worker seconds spent on the files committed.
+    pub seconds: f64,
+}
+
+pub struct Engine<'e> {
+    executor: &'e mut Executor,
+    config: EngineConfig,
+    pub reporter: Reporter,
+    pub totals: Totals,
+    /// Files the progress bar counts to.
+    pub total_files: u64,
+    files: HashMap<u64, FileEntry>,
+    /// Each job sent: its file and part.
+    jobs: HashMap<u64, u64>,
+    /// Inputs being worked on: a driver never hands the same one twice at once.
+    active: HashSet<PathBuf>,
+    next_file: u64,
+    next_job: u64,
+    made_dirs: HashSet<PathBuf>,
+    refused_dirs: HashSet<PathBuf>,
+    /// Inputs that failed, as they were then: a service takes one again only once it changed.
+    failed: HashMap<PathBuf, Option<InputIdentity>>,
+}
+
+impl<'e> Engine<'e> {
+    pub fn new(executor: &'e mut Executor, config: EngineConfig, reporter: Reporter) -> Self {
+        Engine {
+            executor,
+            config,
+            reporter,
+            totals: Totals::default(),
+            total_files: 0,
+            files: HashMap::new(),
+            jobs: HashMap::new(),
+            active: HashSet::new(),
+            next_file: 0,
+            next_job: 0,
+            made_dirs: HashSet::new(),
+            refused_dirs: HashSet::new(),
+            failed: HashMap::new(),
+        }
+    }
+
+    pub fn executor(&mut self) -> &mut Executor {
+        self.executor
+    }
+
+    /// Whether this input is being worked on.
+    pub fn is_active(&self, path: &Path) -> bool {
+        self.active.contains(path)
+    }
+
+    /// Whether this input failed and has not changed since.
+    pub fn failed_unchanged(&self, path: &Path) -> bool {
+        self.failed
+            .get(path)
+            .is_some_and(|then| *then == identity_now(path))
+    }
+
+    /// Files planned or in flight.
+    pub fn in_progress(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Output folders that could not be made (never swept: they may be planted links).
+    pub fn refused_dirs(&self) -> &HashSet<PathBuf> {
+        &self.refused_dirs
+    }
+
+    /// Looks at one input found by a driver: skips or fails it up front, or plans it.
+    pub fn decide(&mut self, input: Input) -> Decision {
+        let plan = input.status.clone();
+        let mut planned = None;
+        if plan == Plan::Transform {
+            planned = identity::plan(&input.path).ok();
+            if let Some(p) = &planned
+                && still_being_written(
+                    &p.identity,
+                    std::time::SystemTime::now(),
+                    self.config.settle,
+                )
+            {
+                return Decision::StillBeingWritten(input);
+            }
+        }
+        let mut refusal = match plan {
+            Plan::Fail(why) => Some(FailReason::Refused(why)),
+            Plan::Skip(why) => {
+                self.report_skip(&input, why);
+                return Decision::Reported;
+            }
+            Plan::Transform => None,
+        };
+        let dir = output::folder(&input.output).to_path_buf();
+        if refusal.is_none()
+            && !self.made_dirs.contains(&dir)
+            && let Err(e) = make_output_folder(&dir, self.config.out_dir.as_deref())
+                .map(|()| self.made_dirs.insert(dir.clone()))
+        {
+            self.refused_dirs.insert(dir);
+            refusal = Some(FailReason::OutputFolder(e));
+        }
+        if let Some(reason) = refusal {
+            self.failed
+                .insert(input.path.clone(), identity_now(&input.path));
+            let record = FileRecord::new(
+                &input.path,
+                &input.output,
+                Status::Failed,
+                Some(reason.to_string()),
+            );
+            self.reporter.file(record, input.size, self.total_files);
+            return Decision::Reported;
+        }
+        Decision::Planned(self.add(input, Work::Transform, planned))
+    }
+
+    /// Reports a file skipped without a worker.
+    pub fn report_skip(&mut self, input: &Input, why: String) {
+        let record = FileRecord::new(&input.path, &input.output, Status::Skipped, Some(why));
+        self.reporter.file(record, input.size, self.total_files);
+    }
+
+    /// Plans a test tone to write at `path`.
+    pub fn plan_tone(&mut self, path: &Path, tone: Tone) -> u64 {
+        let input = Input {
+            path: path.to_path_buf(),
+            relative: path.file_name().map(PathBuf::from).unwrap_or_default(),
+            output: path.to_path_buf(),
+            size: 0,
+            status: Plan::Transform,
+        };
+        self.add(input, Work::Generate(tone), None)
+    }
+
+    fn add(&mut self, input: Input, work: Work, planned: Option<Planned>) -> u64 {
+        let id = self.next_file;
+        self.next_file += 1;
+        self.active.insert(input.path.clone());
+        self.files.insert(
+            id,
+            FileEntry {
+                input,
+                work,
+                planned,
+                life: Lifecycle::Planned,
+                in_flight: 0,
+                seconds: 0.0,
+                clipped: 0,
+                attempts_before: 0,
+                attempts: 0,
+                worker_pid: None,
+                restarts: 0,
+                stats: None,
+            },
+        );
+        id
+    }
+
+    /// Sends planned files to the executor, split into parts, largest parts first.
+    pub fn dispatch(&mut self, ids: &[u64]) {
+        let mut parts: Vec<(u64, u32, u32, u64)> = Vec::new();
+        for &id in ids {
+            let Some(f) = self.files.get_mut(&id) else {
+                continue;
+            };
+            let size = f.planned.as_ref().map_or(f.input.size, |p| p.identity.size);
+            let n = match f.work {
+                Work::Transform => split_count(size, self.config.jobs, self.config.level),
+                Work::Generate(_) => 1,
+            };
+            f.life = Lifecycle::Dispatched {
+                parts: n,
+                done: 0,
+                changed: false,
+            };
+            f.in_flight += n;
+            parts.extend((0..n).map(|part| (id, part, n, size / n as u64)));
+        }
+        parts.sort_by_key(|p| std::cmp::Reverse(p.3));
+        for (file, part, n, _) in parts {
+            let job = self.next_job;
+            self.next_job += 1;
+            self.jobs.insert(job, file);
+            let message = self.message(job, file, part, n);
+            self.executor.submit(Task { id: job, message });
+        }
+    }
+
+    fn message(&self, id: u64, file: u64, part: u32, parts: u32) -> ToWorker {
+        let f = &self.files[&file];
+        let temp_output = WirePath::from(temp_path(&f.input.output, &self.config.tag).as_path());
+        match f.work {
+            Work::Generate(tone) => ToWorker::Generate(GenerateJob {
+                id,
+                temp_output,
+                tone,
+            }),
+            Work::Transform => ToWorker::Transform(TransformJob {
+                id,
+                input: WirePath::from(f.input.path.as_path()),
+                temp_output,
+                part,
+                parts,
+                level: self.config.level,
+                file_seed: noise::file_seed(
+                    self.config.seed,
+                    f.input.relative.as_os_str().as_encoded_bytes(),
+                ),
+                fsync: self.config.fsync,
+                expect: f.planned.as_ref().map(|p| p.identity),
+                wav: f.planned.as_ref().and_then(|p| p.wav.clone()),
+                output_format: self.config.output_format,
+            }),
+        }
+    }
+
+    /// The event loop: runs the executor, handling each job as it ends, and calls `turn` between
+    /// events (new files from the driver); `turn` says when it wants to be called next at the
+    /// latest. Returns how the executor ended.
+    pub fn run(&mut self, mut turn: impl FnMut(&mut Self) -> Option<Instant>) -> PoolEnd {
+        loop {
+            let until = turn(self);
+            match self.executor.next(until) {
+                Step::Completed(c) => self.complete(c),
+                Step::Idle => {}
+                Step::Ended(end) => return end,
+            }
+        }
+    }
+
+    fn complete(&mut self, c: Completion) {
+        let Some(file) = self.jobs.remove(&c.id) else {
+            return;
+        };
+        let Some(f) = self.files.get_mut(&file) else {
+            return;
+        };
+        f.in_flight -= 1;
+        f.attempts = f.attempts.max(c.attempts);
+        f.worker_pid = Some(c.worker_pid);
+        if matches!(f.life, Lifecycle::Failed(_)) {
+            if f.in_flight == 0 {
+                self.forget(file);
+            }
+            return;
+        }
+        let stats = match c.result {
+            Err(lost) => return self.fail(file, FailReason::WorkerLost(lost)),
+            Ok(result) => {
+                f.seconds += result.seconds;
+                match result.outcome {
+                    Err(JobFailure::InputChanged) => {
+                        if let Lifecycle::Dispatched { changed, .. } = &mut f.life {
+                            *changed = true;
+                        }
+                        None
+                    }
+                    Err(failure) => return self.fail(file, FailReason::Job(failure)),
+                    Ok(stats) => stats,
+                }
+            }
+        };
+        if let Some(stats) = &stats {
+            f.clipped += stats.clipped;
+        }
+        f.stats = stats;
+        let Lifecycle::Dispatched {
+            parts,
+            done,
+            changed,
+        } = &mut f.life
+        else {
+            return;
+        };
+        *done += 1;
+        if *done < *parts {
+            return;
+        }
+        let changed = *changed;
+        f.life = Lifecycle::PartsDone;
+        match f.work {
+            Work::Transform => self.commit_transform(file, changed),
+            Work::Generate(_) => self.commit_tone(file),
+        }
+    }
+
+    /// The last look before the output gets its final name: the path must still name the file
+    /// the workers read, else the file is started again.
+    fn commit_transform(&mut self, file: u64, changed: bool) {
+        let f = self.files.get_mut(&file).expect("a file in flight");
+        let temp = temp_path(&f.input.output, &self.config.tag);
+        let unchanged = f
+            .planned
+            .as_ref()
+            .is_none_or(|p| p.identity.matches_path(&f.input.path));
+        let Some(stats) = f.stats.take().filter(|_| unchanged && !changed) else {
+            let _ = fs::remove_file(&temp);
+            return self.restart(file);
+        };
+        let mode = output::mode_from_input(&f.input.path);
+        if let Err(e) =
+            output::publish(&temp, &f.input.output, mode, self.config.out_dir.as_deref())
+        {
+            return self.fail(file, FailReason::Publish(e));
+        }
+        // The data is on disk already; only the name's durability is in question.
+        if self.config.fsync
+            && let Err(e) = output::sync_folder(&f.input.output)
+        {
+            tracing::warn!(
+                "{}: cannot flush its folder: {}",
+                f.input.output.display(),
+                describe_io(&e)
+            );
+        }
+        if stats.size_recovered {
+            tracing::warn!(
+                "{}: the data size in its header was a placeholder; used the {} frames the file holds",
+                f.input.path.display(),
+                stats.frames
+            );
+        }
+        f.life = Lifecycle::Committed;
+        let mut r = FileRecord::new(&f.input.path, &f.input.output, Status::Ok, None);
+        r.seconds = f.seconds;
+        r.frames = Some(stats.frames);
+        r.channels = Some(stats.layout.channels);
+        r.sample_rate = Some(stats.layout.sample_rate);
+        r.output_format = Some(stats.output_encoding.name());
+        r.output_container = Some(stats.output_container.name());
+        r.clipped = Some(f.clipped);
+        r.attempts = f.attempts_before + f.attempts;
+        r.worker_pid = f.worker_pid;
+        self.failed.remove(&f.input.path);
+        self.totals.bytes += f.input.size;
+        self.totals.seconds += f.seconds;
+        let size = f.input.size;
+        self.reporter.file(r, size, self.total_files);
+        self.forget(file);
+    }
+
+    fn commit_tone(&mut self, file: u64) {
+        let f = &self.files[&file];
+        let path = f.input.output.clone();
+        let temp = temp_path(&path, &self.config.tag);
+        if let Err(e) = output::publish(&temp, &path, output::mode_from_umask(), None) {
+            return self.fail(file, FailReason::Publish(e));
+        }
+        tracing::info!("created {}", path.display());
+        let record = FileRecord::new(&path, &path, Status::Ok, None);
+        self.reporter.file(record, 0, self.total_files);
+        self.forget(file);
+    }
+
+    /// A file that changed while it was read is done again from the start, with a fresh plan,
+    /// once all its parts have ended (so that none still writes its temporary).
+    fn restart(&mut self, file: u64) {
+        let retries = self.config.retries;
+        let f = self.files.get_mut(&file).expect("a file in flight");
+        f.restarts += 1;
+        if f.restarts > retries {
+            return self.fail(file, FailReason::KeptChanging);
+        }
+        tracing::warn!(
+            "{}: input changed while it was being read; starting it again (attempt {} of {})",
+            f.input.path.display(),
+            f.restarts + 1,
+            retries + 1
+        );
+        f.planned = identity::plan(&f.input.path).ok();
+        f.clipped = 0;
+        f.attempts_before += f.attempts;
+        f.attempts = 0;
+        f.life = Lifecycle::Planned;
+        self.dispatch(&[file]);
+    }
+
+    fn fail(&mut self, file: u64, reason: FailReason) {
+        let f = self.files.get_mut(&file).expect("a file in flight");
+        let _ = fs::remove_file(temp_path(&f.input.output, &self.config.tag));
+        let mut r = FileRecord::new(
+            &f.input.path,
+            &f.input.output,
+            Status::Failed,
+            Some(reason.to_string()),
+        );
+        if let Work::Transform = f.work {
+            r.attempts = f.attempts_before + f.attempts;
+            r.worker_pid = f.worker_pid;
+            r.seconds = f.seconds;
+        }
+        let size = f.input.size;
+        f.life = Lifecycle::Failed(reason);
+        if let Work::Transform = f.work {
+            self.failed
+                .insert(f.input.path.clone(), identity_now(&f.input.path));
+        }
+        let gone = f.in_flight == 0;
+        self.reporter.file(r, size, self.total_files);
+        if gone {
+            self.forget(file);
+        }
+    }
+
+    /// Drops a file the engine is done with; a failed one's temporary goes with it.
+    fn forget(&mut self, file: u64) {
+        if let Some(f) = self.files.remove(&file) {
+            if !matches!(f.life, Lifecycle::Committed) {
+                let _ = fs::remove_file(temp_path(&f.input.output, &self.config.tag));
+            }
+            self.active.remove(&f.input.path);
+        }
+    }
+
+    /// Once the executor has ended: whatever did not finish leaves nothing behind, and what
+    /// had not failed is counted as not run.
+    pub fn abandon_unfinished(&mut self) {
+        let ids: Vec<u64> = self.files.keys().copied().collect();
+        for id in ids {
+            let f = self.files.get_mut(&id).expect("a listed file");
+            if !matches!(f.life, Lifecycle::Failed(_)) {
+                f.life = Lifecycle::Abandoned;
+                self.reporter.counts.not_run += 1;
+            }
+            self.forget(id);
+        }
+        self.jobs.clear();
+    }
+}
+
+fn identity_now(path: &Path) -> Option<InputIdentity> {
+    fs::metadata(path).ok().map(|m| InputIdentity::of(&m))
+}
+
+/// How many parts a file is split into.
+fn split_count(size: u64, jobs: usize, level: NoiseLevel) -> u32 {
+    // With --snr-db every part would first read the whole file for its RMS.
+    if jobs < 2 || matches!(level, NoiseLevel::SnrDb(_)) {
+        return 1;
+    }
+    size.div_ceil(split_bytes()).clamp(1, 4096) as u32
+}
+
+/// [`SPLIT_BYTES`], unless `ETL_SPLIT_BYTES` sets another size: small files can then be split,
+/// to exercise splitting without writing hundreds of megabytes.
+fn split_bytes() -> u64 {
+    static BYTES: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *BYTES.get_or_init(|| {
+        std::env::var("ETL_SPLIT_BYTES")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .filter(|&b: &u64| b > 0)
+            .unwrap_or(SPLIT_BYTES)
+    })
+}
