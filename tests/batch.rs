@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::Value;
 
 mod common;
+use common::{output_of, spec};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -90,31 +91,10 @@ fn write_wav(path: &Path, spec: hound::WavSpec, frames: u32) {
     common::settle(path);
 }
 
-fn spec(channels: u16, sample_rate: u32, bits: u16, float: bool) -> hound::WavSpec {
-    hound::WavSpec {
-        channels,
-        sample_rate,
-        bits_per_sample: bits,
-        sample_format: if float {
-            hound::SampleFormat::Float
-        } else {
-            hound::SampleFormat::Int
-        },
-    }
-}
-
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
         .join(name)
-}
-
-/// `<stem>-transformed.wav` beside `input`.
-fn output_of(input: &Path) -> PathBuf {
-    let name = input.file_name().unwrap().as_bytes();
-    let mut out = name[..name.len() - 4].to_vec();
-    out.extend_from_slice(b"-transformed.wav");
-    input.with_file_name(OsStr::from_bytes(&out))
 }
 
 /// A parsed report: the per-file records and the summary.

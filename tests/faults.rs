@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 mod common;
-use common::etl_command;
+use common::{etl_command, output_of, temp_files};
 
 /// Longest any single wait in these tests may take before it counts as a hang.
 const HANG: Duration = Duration::from_secs(60);
@@ -446,21 +446,6 @@ fn generate(dir: &Path, count: u32, extra: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
     common::settle(dir);
-}
-
-fn output_of(input: &Path) -> PathBuf {
-    let stem = input.file_stem().unwrap().to_string_lossy();
-    input.with_file_name(format!("{stem}-transformed.wav"))
-}
-
-/// Temporary outputs left in `dir`.
-fn temp_files(dir: &Path) -> Vec<String> {
-    fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains(".etl-tmp"))
-        .collect()
 }
 
 /// Checks that every output in `dir` is complete: hound reads all of it, and it has its input's

@@ -575,3 +575,44 @@ fn the_report_is_appended_to_and_reopened_on_sighup() {
     assert!(new[0]["input"].as_str().unwrap().ends_with("two.wav"));
     assert!(new.last().unwrap().get("summary").is_some());
 }
+
+/// `Key=value` settings of a systemd unit, comments left out.
+fn unit_settings(path: &Path) -> Vec<(String, String)> {
+    fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with('['))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+#[test]
+fn the_watch_unit_is_a_notify_service_with_the_sandbox_of_the_run_unit() {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let watch = unit_settings(&deploy.join("etl-watch.service"));
+    let run = unit_settings(&deploy.join("etl.service"));
+    let get = |k: &str| {
+        watch
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(get("Type"), Some("notify"));
+    assert!(get("WatchdogSec").is_some());
+    assert_eq!(get("KillMode"), Some("mixed"));
+    assert!(get("ExecStart").unwrap().contains(" watch "));
+    // Every sandboxing setting of etl.service, with the same value.
+    let sandbox_from = run
+        .iter()
+        .position(|(k, _)| k == "NoNewPrivileges")
+        .expect("etl.service is sandboxed");
+    for setting in &run[sandbox_from..] {
+        assert!(
+            watch.contains(setting),
+            "etl-watch.service lacks {}={}",
+            setting.0,
+            setting.1
+        );
+    }
+}

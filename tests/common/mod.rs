@@ -183,9 +183,13 @@ pub fn gen_fake_data(dir: &Path, args: &[&str]) -> Run {
 }
 
 /// The output `etl` writes beside `input`: `<stem>-transformed.wav`.
+/// Works on bytes, so that names which are not UTF-8 keep them.
 pub fn output_of(input: &Path) -> PathBuf {
-    let stem = input.file_stem().unwrap().to_string_lossy();
-    input.with_file_name(format!("{stem}-transformed.wav"))
+    use std::os::unix::ffi::OsStrExt;
+    let stem = input.file_stem().unwrap().as_bytes();
+    let mut name = stem.to_vec();
+    name.extend_from_slice(b"-transformed.wav");
+    input.with_file_name(std::ffi::OsStr::from_bytes(&name))
 }
 
 // ---------------------------------------------------------------------------------------------
