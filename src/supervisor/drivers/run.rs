@@ -29,6 +29,12 @@ pub fn run(executor: &mut Executor, opts: &RunOptions) -> Result<RunEnd, RunErro
                 report.display()
             );
         }
+        if let Some(manifest) = &opts.manifest {
+            tracing::warn!(
+                "--dry-run writes nothing: no manifest to {}",
+                manifest.display()
+            );
+        }
         return Ok(dry_run(&found.inputs, opts.settle));
     }
 
@@ -133,11 +139,19 @@ fn write_manifest(path: &std::path::Path, engine: &Engine, opts: &RunOptions, se
     }
     match manifest::write(path, &rows) {
         Ok(()) => {
-            tracing::info!("wrote the manifest {} ({} rows)", path.display(), rows.len());
+            tracing::info!(
+                "wrote the manifest {} ({} rows)",
+                path.display(),
+                rows.len()
+            );
             true
         }
         Err(e) => {
-            tracing::error!("{}: cannot write the manifest: {}", path.display(), describe_io(&e));
+            tracing::error!(
+                "{}: cannot write the manifest: {}",
+                path.display(),
+                describe_io(&e)
+            );
             false
         }
     }
