@@ -517,3 +517,28 @@ fn gen_fake_data_draws_durations_and_frequencies_from_ranges() {
     frames.dedup();
     assert!(frames.len() > 4, "varied lengths: {frames:?}");
 }
+
+/// `--shard`: a shard takes an input with all its variants, and the shards together make every
+/// output once, with the bytes of a whole run.
+#[test]
+fn a_shard_takes_an_input_with_all_its_variants() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    tones(&base, "8");
+    let common = ["--seed", "5", "--variants", "2", "--sigma", "0.01..0.1"];
+    let mut whole = common.to_vec();
+    whole.extend(["--out-dir", "whole", "base"]);
+    run_in(dir.path(), &whole).expect_code(0);
+    let mut made = 0;
+    for shard in ["0/2", "1/2"] {
+        let mut args = common.to_vec();
+        args.extend(["--shard", shard, "--out-dir", "sharded", "base"]);
+        let run = run_in(dir.path(), &args);
+        run.expect_code(0);
+        let ok = run.counts().ok;
+        assert!(ok % 2 == 0, "{shard}: {ok} outputs, not whole inputs");
+        made += ok;
+    }
+    assert_eq!(made, 16);
+    assert!(wav_files(&dir.path().join("sharded")) == wav_files(&dir.path().join("whole")));
+}
