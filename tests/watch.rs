@@ -616,3 +616,62 @@ fn the_watch_unit_is_a_notify_service_with_the_sandbox_of_the_run_unit() {
         );
     }
 }
+
+/// `--snr-db LOW..HIGH`: each file the service takes gets its own level, drawn as `etl run`
+/// draws it for the same seed (the same bytes), and on its report line.
+#[test]
+fn a_level_range_draws_each_files_level_as_run_does() {
+    let tmp = TempDir::new().unwrap();
+    let inbox = tmp.path().join("inbox");
+    fs::create_dir(&inbox).unwrap();
+    let report = tmp.path().join("report.jsonl");
+    let mut watch = Watch::start(
+        tmp.path(),
+        &[
+            "-j",
+            "1",
+            "--settle",
+            "200ms",
+            "--snr-db",
+            "10..20",
+            "--report",
+            report.to_str().unwrap(),
+            inbox.to_str().unwrap(),
+        ],
+        &[],
+    );
+    for name in ["one.wav", "two.wav"] {
+        let staged = tmp.path().join(name);
+        fs::write(&staged, tone_bytes(0.2)).unwrap();
+        fs::rename(&staged, inbox.join(name)).unwrap();
+        wait_for_file(&output_of(&inbox.join(name)));
+    }
+    wait_for("both lines", || report_lines(&report).len() == 2);
+    assert_eq!(watch.stop(libc::SIGTERM), 0, "{}", watch.stderr());
+    let lines = report_lines(&report);
+    let levels: Vec<f64> = lines[..2]
+        .iter()
+        .map(|l| l["snr_db"].as_f64().unwrap())
+        .collect();
+    assert!(
+        levels.iter().all(|db| (10.0..=20.0).contains(db)),
+        "{levels:?}"
+    );
+    assert_ne!(levels[0], levels[1]);
+    for name in ["one.wav", "two.wav"] {
+        let fresh = TempDir::new().unwrap();
+        let copy = fresh.path().join(name);
+        fs::copy(inbox.join(name), &copy).unwrap();
+        let out = etl_command()
+            .args(["run", "--no-progress", "--settle", "0", "--seed", SEED])
+            .args(["--snr-db", "10..20"])
+            .arg(fresh.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert!(
+            fs::read(output_of(&copy)).unwrap() == fs::read(output_of(&inbox.join(name))).unwrap(),
+            "{name}: watch and run differ"
+        );
+    }
+}

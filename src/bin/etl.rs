@@ -7,9 +7,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 use tracing_subscriber::EnvFilter;
 
-use audio_etl::cli::{Cli, Command, LogFormat, NoiseArgs, ToneArgs};
-use audio_etl::etl::tone;
-use audio_etl::etl::transform::NoiseLevel;
+use audio_etl::cli::{Cli, Command, LogFormat, ToneArgs};
 use audio_etl::supervisor::discover::Shard;
 use audio_etl::supervisor::executor::{Executor, ExecutorConfig};
 use audio_etl::supervisor::lock::LockError;
@@ -51,17 +49,6 @@ fn main() -> ExitCode {
 
     let exit = match cli.command {
         Command::Run(args) => {
-            refuse_until_supported(
-                "run",
-                &[
-                    (args.variants > 1, "--variants above 1"),
-                    (args.manifest.is_some(), "--manifest"),
-                    (
-                        !noise_is_single(&args.noise),
-                        "a range LOW..HIGH for --sigma or --snr-db",
-                    ),
-                ],
-            );
             let jobs = jobs(args.jobs);
             let mut pool = Executor::new(ExecutorConfig {
                 workers: jobs,
@@ -71,7 +58,9 @@ fn main() -> ExitCode {
             });
             let opts = RunOptions {
                 paths: args.paths,
-                level: noise_level(&args.noise),
+                levels: args.noise.level_spec(),
+                variants: args.variants,
+                manifest: args.manifest,
                 seed: args.noise.seed,
                 out_dir: args.out_dir,
                 recursive: args.recursive,
@@ -90,38 +79,26 @@ fn main() -> ExitCode {
             conclude(supervisor::run(&mut pool, &opts))
         }
         Command::GenFakeData(args) => {
-            refuse_until_supported(
-                "gen-fake-data",
-                &[(!tone_is_single(&args.tone), TONE_RANGES)],
-            );
             let mut pool = Executor::new(pool_config(args.tone.jobs, worker_args));
             conclude(supervisor::generate(
                 &mut pool,
-                &generate_options(args.out_dir, &args.tone, progress),
+                &generate_options(args.out_dir, &args.tone, args.seed, progress),
             ))
         }
         Command::Demo(args) => {
-            refuse_until_supported(
-                "demo",
-                &[
-                    (!tone_is_single(&args.tone), TONE_RANGES),
-                    (
-                        !noise_is_single(&args.noise),
-                        "a range LOW..HIGH for --sigma or --snr-db",
-                    ),
-                ],
-            );
             let mut pool = Executor::new(pool_config(args.tone.jobs, worker_args));
             let generated = supervisor::generate(
                 &mut pool,
-                &generate_options(args.dir.clone(), &args.tone, progress),
+                &generate_options(args.dir.clone(), &args.tone, args.noise.seed, progress),
             );
             match conclude(generated) {
                 Exit::Ok => {
                     println!("starting etl");
                     let opts = RunOptions {
                         paths: vec![args.dir],
-                        level: noise_level(&args.noise),
+                        levels: args.noise.level_spec(),
+                        variants: 1,
+                        manifest: None,
                         seed: args.noise.seed,
                         out_dir: None,
                         recursive: false,
@@ -144,13 +121,6 @@ fn main() -> ExitCode {
             }
         }
         Command::Watch(args) => {
-            refuse_until_supported(
-                "watch",
-                &[(
-                    !noise_is_single(&args.noise),
-                    "a range LOW..HIGH for --sigma or --snr-db",
-                )],
-            );
             let jobs = jobs(args.jobs);
             let mut executor = Executor::new(ExecutorConfig {
                 workers: jobs,
@@ -161,7 +131,9 @@ fn main() -> ExitCode {
             let opts = WatchOptions {
                 run: RunOptions {
                     paths: args.paths,
-                    level: noise_level(&args.noise),
+                    levels: args.noise.level_spec(),
+                    variants: 1,
+                    manifest: None,
                     seed: args.noise.seed,
                     out_dir: args.out_dir,
                     recursive: args.recursive,
@@ -247,47 +219,25 @@ fn pool_config(jobs_asked: Option<u16>, worker_args: Vec<String>) -> ExecutorCon
     }
 }
 
-const TONE_RANGES: &str = "a range LOW..HIGH for --duration or --frequency";
-
-/// Flags that parse but that the run cannot act on yet: a usage error naming them, rather than
-/// a run that silently ignores them.
-fn refuse_until_supported(subcommand: &str, asked: &[(bool, &str)]) {
-    if let Some((_, what)) = asked.iter().find(|(given, _)| *given) {
-        let mut cli = Cli::command();
-        cli.build();
-        let mut usage = cli
-            .find_subcommand_mut(subcommand)
-            .expect("a subcommand of etl")
-            .clone();
-        usage
-            .error(
-                clap::error::ErrorKind::ArgumentConflict,
-                format!("{what} is not supported by this version of etl yet"),
-            )
-            .exit();
-    }
-}
-
-fn noise_is_single(args: &NoiseArgs) -> bool {
-    args.sigma.is_none_or(|s| s.is_single()) && args.snr_db.is_none_or(|s| s.is_single())
-}
-
-fn tone_is_single(args: &ToneArgs) -> bool {
-    args.duration.is_single() && args.frequency.is_single()
-}
-
-/// The level of a run whose level is one value (ranges are refused before this): that value,
-/// whatever the seed.
-fn noise_level(args: &NoiseArgs) -> NoiseLevel {
-    args.level_spec().level_for(0, 0)
-}
-
-fn generate_options(out_dir: PathBuf, tone: &ToneArgs, progress: bool) -> GenerateOptions {
+fn generate_options(
+    out_dir: PathBuf,
+    tone: &ToneArgs,
+    seed: Option<u64>,
+    progress: bool,
+) -> GenerateOptions {
+    let tones = tone.tone_spec();
+    let seed = seed.unwrap_or_else(|| {
+        let seed = rand::random();
+        if !(tone.duration.is_single() && tone.frequency.is_single()) {
+            tracing::info!("seed {seed} (pass --seed {seed} to make the same files again)");
+        }
+        seed
+    });
     GenerateOptions {
         out_dir,
         count: tone.count,
-        // Every file's tone, while ranges are refused before this.
-        tone: tone::tone_for(0, 0, &tone.tone_spec()),
+        tones,
+        seed,
         force: tone.force,
         progress,
     }

@@ -84,6 +84,8 @@ pub struct Input {
     pub output: PathBuf,
     pub size: u64,
     pub status: Plan,
+    /// Which of the input's `--variants` outputs this is (0 with one variant).
+    pub variant: u32,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -111,6 +113,8 @@ pub struct Options<'a> {
     pub shard: Shard,
     /// Below a PATH, take no symbolic link, to a file or to a folder (`--no-follow`).
     pub no_follow: bool,
+    /// Outputs per input (`--variants`): each is an [`Input`] of its own, planned on its own.
+    pub variants: u32,
 }
 
 /// A usage error: a PATH that does not exist or cannot be read at all.
@@ -398,6 +402,7 @@ fn add_unreadable(path: PathBuf, why: String, found: &mut Discovery) {
         path,
         size: 0,
         status: Plan::Fail(why),
+        variant: 0,
     });
 }
 
@@ -406,23 +411,28 @@ fn add_input(
     path: PathBuf,
     relative: PathBuf,
     size: u64,
-    mut plan: Plan,
+    plan: Plan,
     found: &mut Discovery,
 ) {
     if !opts.shard.takes(&relative) {
         return;
     }
-    let output = output_paths(&path, &relative, opts.out_dir, 1).remove(0);
-    if plan == Plan::Transform {
-        plan = plan_output(&path, &output, opts.force);
+    // A shard takes an input with all its variants; each variant is planned on its own.
+    let outputs = output_paths(&path, &relative, opts.out_dir, opts.variants);
+    for (variant, output) in (0..).zip(outputs) {
+        let status = match &plan {
+            Plan::Transform => plan_output(&path, &output, opts.force),
+            other => other.clone(),
+        };
+        found.inputs.push(Input {
+            path: path.clone(),
+            relative: relative.clone(),
+            output,
+            size,
+            status,
+            variant,
+        });
     }
-    found.inputs.push(Input {
-        path,
-        relative,
-        output,
-        size,
-        status: plan,
-    });
 }
 
 /// The outputs of an input for `variants` variants: `NAME-transformed.wav` for one,

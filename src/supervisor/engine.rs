@@ -14,6 +14,8 @@ use super::executor::{Completion, Executor, PoolEnd, Step, Task, WorkerLost};
 use super::report::{FileRecord, Reporter, Status};
 use super::{make_output_folder, still_being_written, temp_path};
 use crate::etl::identity::{self, InputIdentity, Planned};
+use crate::etl::levels::LevelSpec;
+use crate::etl::manifest::{OutputHeader, Row};
 use crate::etl::tone::Tone;
 use crate::etl::transform::{NoiseLevel, Stats};
 use crate::etl::{describe_io, noise, output};
@@ -25,7 +27,11 @@ pub const SPLIT_BYTES: u64 = 64 << 20;
 
 /// What the engine needs to know about the run, decided before anything runs.
 pub struct EngineConfig {
-    pub level: NoiseLevel,
+    /// The level of each output: drawn per file and variant when it is a range.
+    pub levels: LevelSpec,
+    /// Report lines carry each output's `variant`, `sigma` and `snr_db` (with `--variants` above
+    /// 1 or a range; otherwise the lines stay as they always were).
+    pub per_output_levels: bool,
     pub seed: u64,
     pub fsync: bool,
     pub out_dir: Option<PathBuf>,
@@ -145,6 +151,10 @@ pub struct Engine<'e> {
     refused_dirs: HashSet<PathBuf>,
     /// Inputs that failed, as they were then: a service takes one again only once it changed.
     failed: HashMap<PathBuf, Option<InputIdentity>>,
+    /// The manifest rows of the outputs this run made.
+    pub made: Vec<Row>,
+    /// Outputs skipped as newer than their input: their manifest rows are read from disk.
+    pub up_to_date: Vec<Input>,
 }
 
 impl<'e> Engine<'e> {
@@ -163,6 +173,8 @@ impl<'e> Engine<'e> {
             made_dirs: HashSet::new(),
             refused_dirs: HashSet::new(),
             failed: HashMap::new(),
+            made: Vec::new(),
+            up_to_date: Vec::new(),
         }
     }
 
@@ -212,6 +224,7 @@ impl<'e> Engine<'e> {
             Plan::Fail(why) => Some(FailReason::Refused(why)),
             Plan::Skip(why) => {
                 self.report_skip(&input, why);
+                self.up_to_date.push(input);
                 return Decision::Reported;
             }
             Plan::Transform => None,
@@ -254,6 +267,7 @@ impl<'e> Engine<'e> {
             output: path.to_path_buf(),
             size: 0,
             status: Plan::Transform,
+            variant: 0,
         };
         self.add(input, Work::Generate(tone), None)
     }
@@ -286,12 +300,15 @@ impl<'e> Engine<'e> {
     pub fn dispatch(&mut self, ids: &[u64]) {
         let mut parts: Vec<(u64, u32, u32, u64)> = Vec::new();
         for &id in ids {
+            let Some(level) = self.files.get(&id).map(|f| self.level_of(&f.input)) else {
+                continue;
+            };
             let Some(f) = self.files.get_mut(&id) else {
                 continue;
             };
             let size = f.planned.as_ref().map_or(f.input.size, |p| p.identity.size);
             let n = match f.work {
-                Work::Transform => split_count(size, self.config.jobs, self.config.level),
+                Work::Transform => split_count(size, self.config.jobs, level),
                 Work::Generate(_) => 1,
             };
             f.life = Lifecycle::Dispatched {
@@ -312,6 +329,21 @@ impl<'e> Engine<'e> {
         }
     }
 
+    /// The seed of the input's file, before its variant.
+    fn file_seed(&self, input: &Input) -> u64 {
+        noise::file_seed(
+            self.config.seed,
+            input.relative.as_os_str().as_encoded_bytes(),
+        )
+    }
+
+    /// The noise level of one output: drawn from its file's seed and its variant.
+    fn level_of(&self, input: &Input) -> NoiseLevel {
+        self.config
+            .levels
+            .level_for(self.file_seed(input), input.variant)
+    }
+
     fn message(&self, id: u64, file: u64, part: u32, parts: u32) -> ToWorker {
         let f = &self.files[&file];
         let temp_output = WirePath::from(temp_path(&f.input.output, &self.config.tag).as_path());
@@ -327,11 +359,9 @@ impl<'e> Engine<'e> {
                 temp_output,
                 part,
                 parts,
-                level: self.config.level,
-                file_seed: noise::file_seed(
-                    self.config.seed,
-                    f.input.relative.as_os_str().as_encoded_bytes(),
-                ),
+                level: self.level_of(&f.input),
+                // Variant 0's seed is the file seed: one variant gives the bytes it always did.
+                file_seed: noise::variant_seed(self.file_seed(&f.input), f.input.variant),
                 fsync: self.config.fsync,
                 expect: f.planned.as_ref().map(|p| p.identity),
                 wav: f.planned.as_ref().and_then(|p| p.wav.clone()),
@@ -457,6 +487,27 @@ impl<'e> Engine<'e> {
         r.clipped = Some(f.clipped);
         r.attempts = f.attempts_before + f.attempts;
         r.worker_pid = f.worker_pid;
+        let level = self.level_of(&self.files[&file].input);
+        let f = self.files.get_mut(&file).expect("a file in flight");
+        let (sigma, snr_db) = Row::levels(level, Some(stats.sigma));
+        if self.config.per_output_levels {
+            r.variant = Some(f.input.variant);
+            r.sigma = sigma;
+            r.snr_db = snr_db;
+        }
+        self.made.push(Row {
+            output: f.input.output.clone(),
+            source: f.input.path.clone(),
+            variant: f.input.variant,
+            sigma,
+            snr_db,
+            seed: self.config.seed,
+            header: OutputHeader {
+                frames: stats.frames,
+                sample_rate: stats.layout.sample_rate,
+                channels: stats.layout.channels,
+            },
+        });
         self.failed.remove(&f.input.path);
         self.totals.bytes += f.input.size;
         self.totals.seconds += f.seconds;

@@ -28,8 +28,6 @@ use report::{Counts, escape_name, escape_text};
 use crate::etl::describe_io;
 use crate::etl::identity::InputIdentity;
 use crate::etl::output;
-use crate::etl::tone::Tone;
-use crate::etl::transform::NoiseLevel;
 
 pub use drivers::generate::generate;
 pub use drivers::run::run;
@@ -40,7 +38,12 @@ const TEMP_SUFFIX: &str = ".etl-tmp";
 
 pub struct RunOptions {
     pub paths: Vec<PathBuf>,
-    pub level: NoiseLevel,
+    /// The noise level: one value, or a range drawn per output.
+    pub levels: crate::etl::levels::LevelSpec,
+    /// Outputs per input (`--variants`).
+    pub variants: u32,
+    /// Where to write the dataset manifest (`--manifest`).
+    pub manifest: Option<PathBuf>,
     pub seed: Option<u64>,
     pub out_dir: Option<PathBuf>,
     pub recursive: bool,
@@ -64,7 +67,9 @@ pub struct RunOptions {
 pub struct GenerateOptions {
     pub out_dir: PathBuf,
     pub count: u32,
-    pub tone: Tone,
+    /// Each file's tone is drawn from this and `seed`.
+    pub tones: crate::etl::tone::ToneSpec,
+    pub seed: u64,
     pub force: bool,
     pub progress: bool,
 }

@@ -38,6 +38,11 @@ pub struct FileRecord {
     pub worker_pid: Option<u32>,
     /// Why the file failed or was skipped.
     pub error: Option<String>,
+    /// With several variants or a level range: which output of the input this is, the σ
+    /// actually used and the SNR asked for (absent otherwise, and from lines without them).
+    pub variant: Option<u32>,
+    pub sigma: Option<f64>,
+    pub snr_db: Option<f64>,
 }
 
 impl FileRecord {
@@ -57,6 +62,9 @@ impl FileRecord {
             attempts: 0,
             worker_pid: None,
             error,
+            variant: None,
+            sigma: None,
+            snr_db: None,
         }
     }
 }
@@ -85,6 +93,15 @@ impl Serialize for FileRecord {
         map.serialize_entry("error", &error)?;
         if let Some(reason) = reason {
             map.serialize_entry("reason", reason)?;
+        }
+        if let Some(variant) = self.variant {
+            map.serialize_entry("variant", &variant)?;
+        }
+        if let Some(sigma) = self.sigma {
+            map.serialize_entry("sigma", &sigma)?;
+        }
+        if let Some(snr_db) = self.snr_db {
+            map.serialize_entry("snr_db", &snr_db)?;
         }
         map.end()
     }

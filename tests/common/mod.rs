@@ -444,6 +444,17 @@ pub fn ks_statistic(z: &[f64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// The Kolmogorov-Smirnov statistic of `u` against the uniform distribution on [0, 1).
+pub fn ks_uniform_statistic(u: &[f64]) -> f64 {
+    let mut u = u.to_vec();
+    u.sort_by(f64::total_cmp);
+    let n = u.len() as f64;
+    u.iter()
+        .enumerate()
+        .map(|(i, &f)| (f - i as f64 / n).max((i + 1) as f64 / n - f))
+        .fold(0.0, f64::max)
+}
+
 /// The 1% critical value of the one-sample KS statistic for large n.
 pub fn ks_critical_1pct(n: usize) -> f64 {
     1.628 / (n as f64).sqrt()
@@ -574,12 +585,31 @@ pub fn settle(path: &Path) {
             settle(&entry.path());
         }
     } else if path.is_file()
-        && !path.to_string_lossy().ends_with("-transformed.wav")
+        && !is_output_name(path)
         // Only files just written: one dated already keeps its time.
         && mtime(path) > SystemTime::now() - Duration::from_secs(2)
     {
         set_mtime(path, -SETTLED_SECS);
     }
+}
+
+/// Whether `path` is named as an output: `NAME-transformed.wav`, or a variant's
+/// `NAME-transformed-K.wav`.
+pub fn is_output_name(path: &Path) -> bool {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let Some(stem) = name.strip_suffix(".wav") else {
+        return false;
+    };
+    stem.ends_with("-transformed")
+        || stem
+            .rsplit_once("-transformed-")
+            .is_some_and(|(_, k)| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The output of variant `k` of `input` with `--variants` above 1: `<stem>-transformed-K.wav`.
+pub fn variant_output_of(input: &Path, k: u32) -> PathBuf {
+    let stem = input.file_stem().unwrap().to_string_lossy();
+    input.with_file_name(format!("{stem}-transformed-{k}.wav"))
 }
 
 /// The temporary outputs (`*.etl-tmp`) in `dir`, by name.

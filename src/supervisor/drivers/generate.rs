@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::run_end;
-use crate::etl::transform::NoiseLevel;
+use crate::etl::levels::{LevelSpec, Span};
+use crate::etl::tone;
 use crate::supervisor::discover::{Input, Plan, Shard};
 use crate::supervisor::engine::{Engine, EngineConfig};
 use crate::supervisor::executor::Executor;
@@ -22,7 +23,8 @@ pub fn generate(executor: &mut Executor, opts: &GenerateOptions) -> Result<RunEn
     sweep(&HashSet::from([dir.clone()]), TAG);
     let reporter = Reporter::new(None, opts.progress, opts.count as u64, 0, true)?;
     let config = EngineConfig {
-        level: NoiseLevel::Sigma(0.0),
+        levels: LevelSpec::Sigma(Span::single(0.0)),
+        per_output_levels: false,
         seed: 0,
         fsync: true,
         out_dir: None,
@@ -44,10 +46,11 @@ pub fn generate(executor: &mut Executor, opts: &GenerateOptions) -> Result<RunEn
                 path,
                 size: 0,
                 status: Plan::Skip(String::new()),
+                variant: 0,
             };
             engine.report_skip(&input, "exists (use --force to replace it)".into());
         } else {
-            todo.push(engine.plan_tone(&path, opts.tone));
+            todo.push(engine.plan_tone(&path, tone::tone_for(n, opts.seed, &opts.tones)));
         }
     }
     if !todo.is_empty() {

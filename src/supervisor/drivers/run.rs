@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use super::{end_word, run_end};
-use crate::etl::output;
-use crate::etl::transform::NoiseLevel;
+use crate::etl::levels::LevelSpec;
+use crate::etl::manifest::{self, Row};
+use crate::etl::{describe_io, noise, output};
 use crate::supervisor::discover::{self, Discovery};
 use crate::supervisor::engine::{Decision, Engine, EngineConfig};
 use crate::supervisor::executor::Executor;
@@ -26,6 +27,12 @@ pub fn run(executor: &mut Executor, opts: &RunOptions) -> Result<RunEnd, RunErro
             tracing::warn!(
                 "--dry-run writes nothing: no report to {}",
                 report.display()
+            );
+        }
+        if let Some(manifest) = &opts.manifest {
+            tracing::warn!(
+                "--dry-run writes nothing: no manifest to {}",
+                manifest.display()
             );
         }
         return Ok(dry_run(&found.inputs, opts.settle));
@@ -73,6 +80,11 @@ pub fn run(executor: &mut Executor, opts: &RunOptions) -> Result<RunEnd, RunErro
     engine.executor().close();
     let end = engine.run(|_| None);
     engine.abandon_unfinished();
+    // Written whatever the end: a failed or stopped run lists what is on disk, finished.
+    let manifest_failed = opts
+        .manifest
+        .as_deref()
+        .is_some_and(|path| !write_manifest(path, &engine, opts, seed));
 
     let mut summary = serde_json::json!({
         "ok": engine.reporter.counts.ok,
@@ -89,11 +101,60 @@ pub fn run(executor: &mut Executor, opts: &RunOptions) -> Result<RunEnd, RunErro
     summary
         .as_object_mut()
         .unwrap()
-        .extend(level_json(opts.level));
+        .extend(level_json(opts.levels));
     engine
         .reporter
         .finish(start.elapsed().as_secs_f64(), summary, "etl");
-    Ok(run_end(end, engine.reporter.counts.clone()))
+    let mut counts = engine.reporter.counts.clone();
+    if manifest_failed {
+        counts.failed += 1;
+    }
+    Ok(run_end(end, counts))
+}
+
+/// Writes the manifest: a row for every output made by this run, and for every output skipped
+/// as up to date (read back from disk). Returns false, having said why, when it cannot.
+fn write_manifest(path: &std::path::Path, engine: &Engine, opts: &RunOptions, seed: u64) -> bool {
+    if opts.seed.is_none() && !engine.up_to_date.is_empty() && !opts.levels.is_single() {
+        tracing::warn!(
+            "{}: the levels of outputs skipped as up to date are told from this run's drawn seed; \
+             pass the --seed they were made with",
+            path.display()
+        );
+    }
+    let mut rows = engine.made.clone();
+    for input in &engine.up_to_date {
+        let file_seed = noise::file_seed(seed, input.relative.as_os_str().as_encoded_bytes());
+        match Row::for_existing(
+            &input.output,
+            &input.path,
+            input.variant,
+            seed,
+            file_seed,
+            &opts.levels,
+        ) {
+            Ok(row) => rows.push(row),
+            Err(e) => tracing::warn!("{e}: left out of the manifest"),
+        }
+    }
+    match manifest::write(path, &rows) {
+        Ok(()) => {
+            tracing::info!(
+                "wrote the manifest {} ({} rows)",
+                path.display(),
+                rows.len()
+            );
+            true
+        }
+        Err(e) => {
+            tracing::error!(
+                "{}: cannot write the manifest: {}",
+                path.display(),
+                describe_io(&e)
+            );
+            false
+        }
+    }
 }
 
 pub(crate) fn discover_options(opts: &RunOptions) -> discover::Options<'_> {
@@ -104,12 +165,14 @@ pub(crate) fn discover_options(opts: &RunOptions) -> discover::Options<'_> {
         force: opts.force,
         shard: opts.shard,
         no_follow: opts.no_follow,
+        variants: opts.variants,
     }
 }
 
 pub(crate) fn engine_config(opts: &RunOptions, seed: u64) -> EngineConfig {
     EngineConfig {
-        level: opts.level,
+        levels: opts.levels,
+        per_output_levels: opts.variants > 1 || !opts.levels.is_single(),
         seed,
         fsync: opts.fsync,
         out_dir: opts.out_dir.clone(),
@@ -134,10 +197,13 @@ pub(crate) fn output_dirs(found: &Discovery) -> HashSet<PathBuf> {
 }
 
 /// The noise level, as the report's summary names it.
-pub(crate) fn level_json(level: NoiseLevel) -> serde_json::Map<String, serde_json::Value> {
-    let value = match level {
-        NoiseLevel::Sigma(s) => serde_json::json!({ "sigma": s }),
-        NoiseLevel::SnrDb(db) => serde_json::json!({ "snr_db": db }),
+pub(crate) fn level_json(levels: LevelSpec) -> serde_json::Map<String, serde_json::Value> {
+    let value = match levels {
+        LevelSpec::Sigma(s) if s.is_single() => serde_json::json!({ "sigma": s.low }),
+        LevelSpec::SnrDb(s) if s.is_single() => serde_json::json!({ "snr_db": s.low }),
+        // A range: each output's own level is on its line.
+        LevelSpec::Sigma(s) => serde_json::json!({ "sigma_range": [s.low, s.high] }),
+        LevelSpec::SnrDb(s) => serde_json::json!({ "snr_db_range": [s.low, s.high] }),
     };
     value.as_object().unwrap().clone()
 }

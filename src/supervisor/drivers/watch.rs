@@ -167,7 +167,7 @@ pub fn watch(executor: &mut Executor, opts: &WatchOptions) -> Result<RunEnd, Run
     summary
         .as_object_mut()
         .unwrap()
-        .extend(level_json(run.level));
+        .extend(level_json(run.levels));
     engine
         .reporter
         .finish(start.elapsed().as_secs_f64(), summary, "etl watch");
