@@ -30,7 +30,7 @@ fn run_to_end(data: &Path) -> Run {
 fn outputs_and_leftovers(dir: &Path) -> (Vec<String>, Vec<String>) {
     names(dir)
         .into_iter()
-        .filter(|n| !(n.starts_with("in-") && !n.ends_with("-transformed.wav")))
+        .filter(|n| !n.starts_with("in-") || n.ends_with("-transformed.wav"))
         .partition(|n| !n.starts_with('.'))
 }
 
@@ -62,7 +62,7 @@ fn a_run_killed_anywhere_leaves_only_whole_outputs_and_the_next_run_finishes() {
     let copy_inputs = |to: &Path| {
         fs::create_dir_all(to).unwrap();
         for name in names(&source).iter().filter(|n| n.starts_with("in-")) {
-            fs::copy(source.join(&name), to.join(&name)).unwrap();
+            fs::copy(source.join(name), to.join(name)).unwrap();
         }
         settle(to);
     };
