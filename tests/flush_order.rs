@@ -1,6 +1,6 @@
 //! The order of the system calls that make outputs durable, as strace sees them: no output gets
-//! its final name before a flush that covers its data has returned, and each output folder is
-//! flushed after its renames. Skipped, with a line saying so, where strace is missing.
+//! its final name before a flush that covers its data has returned (one flush for a batch of
+//! files), and each output folder is flushed after its renames. Skipped, with a line saying so, where strace is missing.
 
 mod common;
 
@@ -95,6 +95,25 @@ fn every_output_is_flushed_before_its_final_name_and_its_folder_after() {
             rename.start + 1
         );
     }
+
+    // Group commit: the data is flushed for many files at once (a syncfs), never file by file.
+    let per_file: Vec<&Syscall> = calls
+        .iter()
+        .filter(|c| matches!(c.name.as_str(), "fsync" | "fdatasync") && c.ret == 0)
+        .filter(|c| {
+            c.fd(0)
+                .and_then(|(_, p)| p)
+                .is_none_or(|p| !Path::new(&p).is_dir())
+        })
+        .collect();
+    assert!(
+        per_file.is_empty(),
+        "outputs flushed one by one: {per_file:#?}"
+    );
+    assert!(
+        calls.iter().any(|c| c.name == "syncfs" && c.ret == 0),
+        "no shared flush"
+    );
 
     // The folder holding the names is flushed after the last rename into it.
     let last_rename = renames.iter().map(|c| c.end).max().unwrap();

@@ -218,6 +218,10 @@ fn a_growing_file_with_a_placeholder_size_is_skipped_or_fails_never_a_wrong_outp
 fn stop_a_worker_reading(supervisor: u32, input: &Path) -> u32 {
     let mut caught = None;
     wait_for("a worker reading the input", || {
+        assert!(
+            process_alive(supervisor),
+            "the run ended before a worker was caught reading the input"
+        );
         for pid in child_pids(supervisor) {
             if !open_paths(pid).iter().any(|p| p == input) {
                 continue;
@@ -251,7 +255,8 @@ fn an_input_renamed_over_mid_run_gives_the_new_files_output_whole() {
     let input = input_dir.join("take.wav");
     // The old take: stereo 16-bit; the new one: mono 24-bit, another length. A mix of the two
     // would show in the layout, the length or the bytes.
-    write_tone(&input, spec(2, 44100, 16, false), 1_000_000, 440.0, 0.5);
+    // Long, and split in many parts, so that a worker is reading it for a good while.
+    write_tone(&input, spec(2, 44100, 16, false), 4_000_000, 440.0, 0.5);
     let new = root.join("take-v2.wav");
     write_tone(&new, spec(1, 48000, 24, false), 900_000, 330.0, 0.25);
     let new_data = data_bytes(&new);
@@ -270,7 +275,7 @@ fn an_input_renamed_over_mid_run_gives_the_new_files_output_whole() {
             "--report",
             "report.jsonl",
         ],
-        &[("ETL_SPLIT_BYTES", "131072")],
+        &[("ETL_SPLIT_BYTES", "65536")],
     );
     let worker = stop_a_worker_reading(child.id(), &input);
     fs::rename(&new, &input).unwrap();
@@ -310,7 +315,8 @@ fn an_input_that_keeps_being_replaced_fails_and_leaves_no_output() {
     let input_dir = root.join("in");
     fs::create_dir(&input_dir).unwrap();
     let input = input_dir.join("take.wav");
-    write_tone(&input, spec(2, 44100, 16, false), 1_000_000, 440.0, 0.5);
+    // Long, and split in many parts, so that a worker is reading it for a good while.
+    write_tone(&input, spec(2, 44100, 16, false), 4_000_000, 440.0, 0.5);
     let report = root.join("report.jsonl");
     let (mut child, out, err) = start(
         &root,
@@ -323,10 +329,17 @@ fn an_input_that_keeps_being_replaced_fails_and_leaves_no_output() {
             "--report",
             "report.jsonl",
         ],
-        &[("ETL_SPLIT_BYTES", "131072")],
+        &[("ETL_SPLIT_BYTES", "65536")],
     );
     // Replaced during the first attempt and again during the second.
     for take in 0..2 {
+        if take == 1 {
+            // The second replacement must land in the second attempt, not in a part of the first
+            // one that is still running: the restart is logged once all of those have ended.
+            wait_for("the restart", || {
+                fs::read_to_string(&err).is_ok_and(|e| e.contains("starting it again"))
+            });
+        }
         let worker = stop_a_worker_reading(child.id(), &input);
         let next = root.join(format!("take-{take}.wav"));
         write_tone(

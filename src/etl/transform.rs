@@ -36,7 +36,8 @@ pub struct Request<'a> {
     pub parts: u32,
     pub level: NoiseLevel,
     pub file_seed: u64,
-    /// Flush the output to stable storage before returning.
+    /// The output is to be made durable (by the supervisor, one flush for a batch of files):
+    /// start writing it back while it is made, so that the flush waits for little.
     pub fsync: bool,
     /// The input as it was planned: the file must still be exactly that one, before the first
     /// read and after the last, or the transform fails with [`TransformError::Changed`].
@@ -242,7 +243,8 @@ pub fn transform(req: &Request) -> Result<Stats, TransformError> {
     }
 }
 
-/// Writes the header and this request's blocks into `output`, flushing them with `fsync`.
+/// Writes the header and this request's blocks into `output`, starting their write-back early when
+/// the output is to be made durable (the supervisor flushes it, with others, before naming it).
 /// A `fresh` output is new and empty, and this request writes all of it.
 fn write(
     req: &Request,
@@ -337,9 +339,6 @@ fn write(
             .write_all_at(&header.bytes, 0)
             .map_err(TransformError::Output)?;
     }
-    if req.fsync {
-        output.sync_all().map_err(TransformError::Output)?;
-    }
     Ok(Stats {
         layout: info.layout,
         frames: info.frames(),
@@ -389,7 +388,7 @@ fn with_buffer<T>(len: usize, f: impl FnOnce(&mut [u8]) -> T) -> T {
 }
 
 /// Starts writing the output to the disk while it is being made, when it is to be flushed at the
-/// end: the final fsync then waits for the last few megabytes instead of the whole file, and the
+/// end: the final flush then waits for the last few megabytes instead of the whole file, and the
 /// page cache holds little dirty data at any time.
 struct Writeback<'a> {
     file: &'a File,
@@ -428,7 +427,7 @@ impl<'a> Writeback<'a> {
     fn start(&self, range: std::ops::Range<u64>) {
         use std::os::fd::AsRawFd;
         // SAFETY: a plain system call on an open descriptor. It only starts write-back; an error
-        // here is not a failure (the fsync at the end decides), so it is ignored.
+        // here is not a failure (the flush before the rename decides), so it is ignored.
         unsafe {
             libc::sync_file_range(
                 self.file.as_raw_fd(),

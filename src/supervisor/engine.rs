@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,14 @@ use crate::protocol::{GenerateJob, JobFailure, ToWorker, TransformJob, WirePath}
 /// Files at least this large are split into parts of about this size, so that one large file
 /// keeps every worker busy.
 pub const SPLIT_BYTES: u64 = 64 << 20;
+
+/// A batch of finished files is committed (flushed once, then renamed) when it holds this many
+/// files, this many input bytes, or when its first file has waited [`BATCH_DELAY`]: large enough
+/// that one flush serves many files, small enough that lines appear promptly and a trickle of
+/// files still commits.
+const BATCH_FILES: usize = 256;
+const BATCH_BYTES: u64 = 64 << 20;
+const BATCH_DELAY: Duration = Duration::from_millis(20);
 
 /// What the engine needs to know about the run, decided before anything runs.
 pub struct EngineConfig {
@@ -67,7 +76,8 @@ pub enum Lifecycle {
         done: u32,
         changed: bool,
     },
-    /// Every part finished; the output is being checked and renamed into place.
+    /// Every part finished; the output waits in the batch to be flushed, checked and renamed
+    /// into place.
     PartsDone,
     /// The output has its final name.
     Committed,
@@ -90,6 +100,8 @@ pub enum FailReason {
     WorkerLost(WorkerLost),
     #[error("cannot rename the output into place: {}", describe_io(.0))]
     Publish(std::io::Error),
+    #[error("cannot flush the output to disk: {}", describe_io(.0))]
+    Flush(std::io::Error),
     /// The input kept changing while it was being read, more times than `--retries`.
     #[error("{}", JobFailure::InputChanged)]
     KeptChanging,
@@ -155,6 +167,11 @@ pub struct Engine<'e> {
     pub made: Vec<Row>,
     /// Outputs skipped as newer than their input: their manifest rows are read from disk.
     pub up_to_date: Vec<Input>,
+    /// Files whose parts are all done, waiting to be committed together.
+    batch: Vec<u64>,
+    batch_bytes: u64,
+    /// When the batch's first file arrived.
+    batch_since: Option<Instant>,
 }
 
 impl<'e> Engine<'e> {
@@ -175,6 +192,9 @@ impl<'e> Engine<'e> {
             failed: HashMap::new(),
             made: Vec::new(),
             up_to_date: Vec::new(),
+            batch: Vec::new(),
+            batch_bytes: 0,
+            batch_since: None,
         }
     }
 
@@ -375,11 +395,23 @@ impl<'e> Engine<'e> {
     /// latest. Returns how the executor ended.
     pub fn run(&mut self, mut turn: impl FnMut(&mut Self) -> Option<Instant>) -> PoolEnd {
         loop {
-            let until = turn(self);
+            let mut until = turn(self);
+            if let Some(since) = self.batch_since {
+                let due = since + BATCH_DELAY;
+                if Instant::now() >= due {
+                    self.commit_batch();
+                    continue;
+                }
+                until = Some(until.map_or(due, |u| u.min(due)));
+            }
             match self.executor.next(until) {
                 Step::Completed(c) => self.complete(c),
                 Step::Idle => {}
-                Step::Ended(end) => return end,
+                Step::Ended(end) => {
+                    // Files already finished are committed whatever ended the run.
+                    self.commit_batch();
+                    return end;
+                }
             }
         }
     }
@@ -432,42 +464,126 @@ impl<'e> Engine<'e> {
         if *done < *parts {
             return;
         }
-        let changed = *changed;
+        if *changed || (matches!(f.work, Work::Transform) && f.stats.is_none()) {
+            let _ = fs::remove_file(temp_path(&f.input.output, &self.config.tag));
+            return self.restart(file);
+        }
         f.life = Lifecycle::PartsDone;
-        match f.work {
-            Work::Transform => self.commit_transform(file, changed),
-            Work::Generate(_) => self.commit_tone(file),
+        self.batch_bytes += f.input.size;
+        self.batch.push(file);
+        self.batch_since.get_or_insert_with(Instant::now);
+        if self.batch.len() >= BATCH_FILES || self.batch_bytes >= BATCH_BYTES {
+            self.commit_batch();
+        }
+    }
+
+    /// Commits the finished files of the batch (group commit): each output's input is checked
+    /// once more, then ONE flush covers all their data (a `syncfs` per filesystem, see
+    /// [`output::flush_batch`]), then each is renamed into place and reported, then each output
+    /// folder is flushed once. No output gets its final name before its data is on disk, and
+    /// none without its report line right after.
+    fn commit_batch(&mut self) {
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        self.batch_since = None;
+        if batch.is_empty() {
+            return;
+        }
+        let mut ready = Vec::with_capacity(batch.len());
+        for file in batch {
+            if self.still_unchanged(file) {
+                ready.push(file);
+            }
+        }
+        if self.config.fsync {
+            ready = self.flush(ready);
+        }
+        let mut folders: HashSet<PathBuf> = HashSet::new();
+        for file in ready {
+            let Some(f) = self.files.get(&file) else {
+                continue;
+            };
+            let folder = output::folder(&f.input.output).to_path_buf();
+            let published = match f.work {
+                Work::Transform => self.commit_transform(file),
+                Work::Generate(_) => self.commit_tone(file),
+            };
+            if published {
+                folders.insert(folder);
+            }
+        }
+        // The names' durability: one flush per folder, after all its renames.
+        if self.config.fsync {
+            for folder in folders {
+                if let Err(e) = fs::File::open(&folder).and_then(|d| d.sync_all()) {
+                    tracing::warn!(
+                        "{}: cannot flush the folder: {}",
+                        folder.display(),
+                        describe_io(&e)
+                    );
+                }
+            }
         }
     }
 
     /// The last look before the output gets its final name: the path must still name the file
     /// the workers read, else the file is started again.
-    fn commit_transform(&mut self, file: u64, changed: bool) {
-        let f = self.files.get_mut(&file).expect("a file in flight");
-        let temp = temp_path(&f.input.output, &self.config.tag);
+    fn still_unchanged(&mut self, file: u64) -> bool {
+        let f = self.files.get_mut(&file).expect("a file in the batch");
         let unchanged = f
             .planned
             .as_ref()
             .is_none_or(|p| p.identity.matches_path(&f.input.path));
-        let Some(stats) = f.stats.take().filter(|_| unchanged && !changed) else {
+        if !unchanged {
+            let _ = fs::remove_file(temp_path(&f.input.output, &self.config.tag));
+            self.restart(file);
+        }
+        unchanged
+    }
+
+    /// Flushes the temporaries of `files` with one flush for them all; returns those flushed,
+    /// failing the others.
+    fn flush(&mut self, files: Vec<u64>) -> Vec<u64> {
+        let mut opened = Vec::with_capacity(files.len());
+        for file in files {
+            let temp = temp_path(&self.files[&file].input.output, &self.config.tag);
+            // Read-only and never through a link: only flushed, and checked again by publish.
+            match fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(&temp)
+            {
+                Ok(handle) => opened.push((file, handle)),
+                Err(e) => self.fail(file, FailReason::Flush(e)),
+            }
+        }
+        let handles: Vec<&fs::File> = opened.iter().map(|(_, h)| h).collect();
+        let outcomes = output::flush_batch(&handles);
+        let mut flushed = Vec::with_capacity(opened.len());
+        for ((file, _), outcome) in opened.iter().zip(outcomes) {
+            match outcome {
+                Ok(()) => flushed.push(*file),
+                Err(e) => self.fail(*file, FailReason::Flush(e)),
+            }
+        }
+        flushed
+    }
+
+    /// Renames a flushed output into place and reports it; whether it got its name.
+    fn commit_transform(&mut self, file: u64) -> bool {
+        let f = self.files.get_mut(&file).expect("a file in the batch");
+        let temp = temp_path(&f.input.output, &self.config.tag);
+        let Some(stats) = f.stats.take() else {
             let _ = fs::remove_file(&temp);
-            return self.restart(file);
+            self.restart(file);
+            return false;
         };
         let mode = output::mode_from_input(&f.input.path);
         if let Err(e) =
             output::publish(&temp, &f.input.output, mode, self.config.out_dir.as_deref())
         {
-            return self.fail(file, FailReason::Publish(e));
-        }
-        // The data is on disk already; only the name's durability is in question.
-        if self.config.fsync
-            && let Err(e) = output::sync_folder(&f.input.output)
-        {
-            tracing::warn!(
-                "{}: cannot flush its folder: {}",
-                f.input.output.display(),
-                describe_io(&e)
-            );
+            self.fail(file, FailReason::Publish(e));
+            return false;
         }
         if stats.size_recovered {
             tracing::warn!(
@@ -514,19 +630,22 @@ impl<'e> Engine<'e> {
         let size = f.input.size;
         self.reporter.file(r, size, self.total_files);
         self.forget(file);
+        true
     }
 
-    fn commit_tone(&mut self, file: u64) {
+    fn commit_tone(&mut self, file: u64) -> bool {
         let f = &self.files[&file];
         let path = f.input.output.clone();
         let temp = temp_path(&path, &self.config.tag);
         if let Err(e) = output::publish(&temp, &path, output::mode_from_umask(), None) {
-            return self.fail(file, FailReason::Publish(e));
+            self.fail(file, FailReason::Publish(e));
+            return false;
         }
         tracing::info!("created {}", path.display());
         let record = FileRecord::new(&path, &path, Status::Ok, None);
         self.reporter.file(record, 0, self.total_files);
         self.forget(file);
+        true
     }
 
     /// A file that changed while it was read is done again from the start, with a fresh plan,
