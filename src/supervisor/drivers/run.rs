@@ -10,7 +10,7 @@ use crate::etl::manifest::{self, Row};
 use crate::etl::{describe_io, noise, output};
 use crate::supervisor::discover::{self, Discovery};
 use crate::supervisor::engine::{Decision, Engine, EngineConfig};
-use crate::supervisor::executor::Executor;
+use crate::supervisor::executor::{Executor, PoolEnd};
 use crate::supervisor::report::Reporter;
 use crate::supervisor::{RunEnd, RunError, RunOptions, dry_run, lock, sweep};
 
@@ -86,22 +86,7 @@ pub fn run(executor: &mut Executor, opts: &RunOptions) -> Result<RunEnd, RunErro
         .as_deref()
         .is_some_and(|path| !write_manifest(path, &engine, opts, seed));
 
-    let mut summary = serde_json::json!({
-        "ok": engine.reporter.counts.ok,
-        "skipped": engine.reporter.counts.skipped,
-        "failed": engine.reporter.counts.failed,
-        "not_run": engine.reporter.counts.not_run,
-        "seconds": start.elapsed().as_secs_f64(),
-        "seed": seed,
-        "jobs": opts.jobs,
-        "shard": opts.shard.to_string(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "end": end_word(&end),
-    });
-    summary
-        .as_object_mut()
-        .unwrap()
-        .extend(level_json(opts.levels));
+    let summary = summary(&engine, opts, start, seed, &end);
     engine
         .reporter
         .finish(start.elapsed().as_secs_f64(), summary, "etl");
@@ -194,6 +179,34 @@ pub(crate) fn output_dirs(found: &Discovery) -> HashSet<PathBuf> {
         .map(|i| output::folder(&i.output).to_path_buf())
         .chain(found.output_roots.iter().cloned())
         .collect()
+}
+
+/// The report's last line: counts, time, and what reproduces the run.
+pub(crate) fn summary(
+    engine: &Engine,
+    opts: &RunOptions,
+    start: Instant,
+    seed: u64,
+    end: &PoolEnd,
+) -> serde_json::Value {
+    let counts = &engine.reporter.counts;
+    let mut summary = serde_json::json!({
+        "ok": counts.ok,
+        "skipped": counts.skipped,
+        "failed": counts.failed,
+        "not_run": counts.not_run,
+        "seconds": start.elapsed().as_secs_f64(),
+        "seed": seed,
+        "jobs": opts.jobs,
+        "shard": opts.shard.to_string(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "end": end_word(end),
+    });
+    summary
+        .as_object_mut()
+        .unwrap()
+        .extend(level_json(opts.levels));
+    summary
 }
 
 /// The noise level, as the report's summary names it.

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use notify::{EventKind, RecursiveMode, Watcher};
 use sd_notify::NotifyState;
 
-use super::run::{discover_options, engine_config, level_json, output_dirs};
-use super::{end_word, run_end};
+use super::run::{discover_options, engine_config, output_dirs, summary};
+use super::run_end;
 use crate::supervisor::discover::{self, Found, Input, Plan};
 use crate::supervisor::engine::{Decision, Engine};
 use crate::supervisor::executor::Executor;
@@ -152,22 +152,7 @@ pub fn watch(executor: &mut Executor, opts: &WatchOptions) -> Result<RunEnd, Run
     engine.abandon_unfinished();
     service.status(&mut engine, true);
 
-    let mut summary = serde_json::json!({
-        "ok": engine.reporter.counts.ok,
-        "skipped": engine.reporter.counts.skipped,
-        "failed": engine.reporter.counts.failed,
-        "not_run": engine.reporter.counts.not_run,
-        "seconds": start.elapsed().as_secs_f64(),
-        "seed": seed,
-        "jobs": run.jobs,
-        "shard": run.shard.to_string(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "end": end_word(&end),
-    });
-    summary
-        .as_object_mut()
-        .unwrap()
-        .extend(level_json(run.levels));
+    let summary = summary(&engine, run, start, seed, &end);
     engine
         .reporter
         .finish(start.elapsed().as_secs_f64(), summary, "etl watch");
