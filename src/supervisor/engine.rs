@@ -41,6 +41,9 @@ pub struct EngineConfig {
     /// Report lines carry each output's `variant`, `sigma` and `snr_db` (with `--variants` above
     /// 1 or a range; otherwise the lines stay as they always were).
     pub per_output_levels: bool,
+    /// Keep the manifest rows of what is made and of what is skipped as up to date (only with
+    /// `--manifest`: a long `watch` or a million-file run would otherwise hold one per file).
+    pub manifest_rows: bool,
     pub seed: u64,
     pub fsync: bool,
     pub out_dir: Option<PathBuf>,
@@ -244,7 +247,9 @@ impl<'e> Engine<'e> {
             Plan::Fail(why) => Some(FailReason::Refused(why)),
             Plan::Skip(why) => {
                 self.report_skip(&input, why);
-                self.up_to_date.push(input);
+                if self.config.manifest_rows {
+                    self.up_to_date.push(input);
+                }
                 return Decision::Reported;
             }
             Plan::Transform => None,
@@ -611,19 +616,21 @@ impl<'e> Engine<'e> {
             r.sigma = sigma;
             r.snr_db = snr_db;
         }
-        self.made.push(Row {
-            output: f.input.output.clone(),
-            source: f.input.path.clone(),
-            variant: f.input.variant,
-            sigma,
-            snr_db,
-            seed: self.config.seed,
-            header: OutputHeader {
-                frames: stats.frames,
-                sample_rate: stats.layout.sample_rate,
-                channels: stats.layout.channels,
-            },
-        });
+        if self.config.manifest_rows {
+            self.made.push(Row {
+                output: f.input.output.clone(),
+                source: f.input.path.clone(),
+                variant: f.input.variant,
+                sigma,
+                snr_db,
+                seed: self.config.seed,
+                header: OutputHeader {
+                    frames: stats.frames,
+                    sample_rate: stats.layout.sample_rate,
+                    channels: stats.layout.channels,
+                },
+            });
+        }
         self.failed.remove(&f.input.path);
         self.totals.bytes += f.input.size;
         self.totals.seconds += f.seconds;

@@ -25,6 +25,7 @@ pub fn generate(executor: &mut Executor, opts: &GenerateOptions) -> Result<RunEn
     let config = EngineConfig {
         levels: LevelSpec::Sigma(Span::single(0.0)),
         per_output_levels: false,
+        manifest_rows: false,
         seed: 0,
         fsync: true,
         out_dir: None,
