@@ -9,15 +9,15 @@
 //! it, and `--out-dir` mirrors it. A folder or entry that cannot be read is a failed input of its
 //! own: the run must not call itself complete when it never saw some of its files.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::etl::describe_io;
 use crate::etl::transform::file_kind;
+use crate::etl::{describe_io, output};
 
 const OUTPUT_SUFFIX: &str = "-transformed.wav";
 
@@ -88,7 +88,7 @@ pub struct Input {
     pub variant: u32,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Plan {
     Transform,
     /// Not transformed, and why.
@@ -98,11 +98,206 @@ pub enum Plan {
 }
 
 pub struct Discovery {
-    pub inputs: Vec<Input>,
+    /// Every output to make or to report, in the order found.
+    pub inputs: Catalog,
     /// The folders outputs go under (one per PATH, or `--out-dir`): where locks live.
     pub output_roots: Vec<PathBuf>,
     /// Things found that are not inputs but deserve a word (symbolic link loops).
     pub warnings: Vec<String>,
+}
+
+/// What discovery found, held compactly so that a run over millions of files starts in tens of
+/// megabytes: a folder's path is kept once, file names in one arena, and each output in 24 bytes.
+/// An [`Input`] is made from it only when the file is handled.
+pub struct Catalog {
+    out_dir: Option<PathBuf>,
+    variants: u32,
+    folders: Vec<Folder>,
+    /// File names, each followed by a NUL (which no name holds).
+    names: Vec<u8>,
+    entries: Vec<Entry>,
+    /// The plans other than [`Plan::Transform`], each kept once however many files share it.
+    notes: Vec<Plan>,
+    note_ids: HashMap<Plan, u32>,
+    /// Inputs that do not sit in a listed folder (PATHs that are files, what cannot be read).
+    whole: Vec<Input>,
+}
+
+/// A folder that was listed: its path as walked, and relative to its PATH.
+struct Folder {
+    path: PathBuf,
+    relative: PathBuf,
+}
+
+/// One output of one input.
+#[derive(Clone, Copy)]
+struct Entry {
+    size: u64,
+    /// Where the name starts in `names`; for an entry of `whole`, its index there.
+    name: u32,
+    /// Its folder in `folders`, or [`WHOLE`].
+    folder: u32,
+    variant: u32,
+    /// 0 to transform, else `notes[note - 1]`.
+    note: u32,
+}
+
+const WHOLE: u32 = u32::MAX;
+
+impl Catalog {
+    fn new(out_dir: Option<&Path>, variants: u32) -> Catalog {
+        Catalog {
+            out_dir: out_dir.map(Path::to_path_buf),
+            variants,
+            folders: Vec::new(),
+            names: Vec::new(),
+            entries: Vec::new(),
+            notes: Vec::new(),
+            note_ids: HashMap::new(),
+            whole: Vec::new(),
+        }
+    }
+
+    /// Outputs found: to make, to skip and to fail.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The input bytes behind every output.
+    pub fn total_bytes(&self) -> u64 {
+        self.entries.iter().map(|e| e.size).sum()
+    }
+
+    /// The size of the `i`th output's input.
+    pub fn size(&self, i: usize) -> u64 {
+        self.entries[i].size
+    }
+
+    /// Whether the `i`th output is to be made (the rest are reported without a worker).
+    pub fn to_transform(&self, i: usize) -> bool {
+        self.entries[i].note == 0
+    }
+
+    /// The `i`th output, in the order found.
+    pub fn input(&self, i: usize) -> Input {
+        let e = self.entries[i];
+        let status = match e.note {
+            0 => Plan::Transform,
+            n => self.notes[n as usize - 1].clone(),
+        };
+        if e.folder == WHOLE {
+            let mut input = self.whole[e.name as usize].clone();
+            input.status = status;
+            return input;
+        }
+        let folder = &self.folders[e.folder as usize];
+        let name = self.name(e.name);
+        let path = folder.path.join(name);
+        let relative = folder.relative.join(name);
+        let output = output_path(
+            &path,
+            &relative,
+            self.out_dir.as_deref(),
+            self.variants,
+            e.variant,
+        );
+        Input {
+            path,
+            relative,
+            output,
+            size: e.size,
+            status,
+            variant: e.variant,
+        }
+    }
+
+    /// Every output, in the order found.
+    pub fn iter(&self) -> impl Iterator<Item = Input> + '_ {
+        (0..self.len()).map(|i| self.input(i))
+    }
+
+    /// The folders outputs go into: of the outputs to make only, or of all.
+    pub fn output_folders(&self, to_make_only: bool) -> HashSet<PathBuf> {
+        let mut used = vec![false; self.folders.len()];
+        let mut dirs = HashSet::new();
+        for e in &self.entries {
+            if e.folder != WHOLE && (e.note == 0 || !to_make_only) {
+                used[e.folder as usize] = true;
+            }
+        }
+        for (folder, _) in self.folders.iter().zip(used).filter(|(_, u)| *u) {
+            let probe = OsStr::new("x.wav");
+            let output = output_path(
+                &folder.path.join(probe),
+                &folder.relative.join(probe),
+                self.out_dir.as_deref(),
+                self.variants,
+                0,
+            );
+            dirs.insert(output::folder(&output).to_path_buf());
+        }
+        for (e, input) in self
+            .entries
+            .iter()
+            .filter(|e| e.folder == WHOLE)
+            .map(|e| (e, &self.whole[e.name as usize]))
+        {
+            // A folder that could not be read has no output of its own.
+            if input.output != input.path && (e.note == 0 || !to_make_only) {
+                dirs.insert(output::folder(&input.output).to_path_buf());
+            }
+        }
+        dirs
+    }
+
+    fn name(&self, at: u32) -> &OsStr {
+        let rest = &self.names[at as usize..];
+        let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+        OsStr::from_bytes(&rest[..end])
+    }
+
+    /// Keeps a name; `None` once the arena's 4 GiB are full.
+    fn add_name(&mut self, name: &[u8]) -> Option<u32> {
+        let at = u32::try_from(self.names.len()).ok()?;
+        u32::try_from(self.names.len() + name.len() + 1).ok()?;
+        self.names.extend_from_slice(name);
+        self.names.push(0);
+        Some(at)
+    }
+
+    fn note(&mut self, plan: Plan) -> u32 {
+        if plan == Plan::Transform {
+            return 0;
+        }
+        if let Some(&id) = self.note_ids.get(&plan) {
+            return id;
+        }
+        self.notes.push(plan.clone());
+        let id = self.notes.len() as u32;
+        self.note_ids.insert(plan, id);
+        id
+    }
+
+    fn push_whole(&mut self, input: Input) {
+        let note = self.note(input.status.clone());
+        let entry = Entry {
+            size: input.size,
+            name: self.whole.len() as u32,
+            folder: WHOLE,
+            variant: input.variant,
+            note,
+        };
+        self.whole.push(input);
+        self.entries.push(entry);
+    }
+
+    fn set_plan(&mut self, i: usize, plan: Plan) {
+        self.entries[i].note = self.note(plan);
+    }
 }
 
 pub struct Options<'a> {
@@ -123,7 +318,7 @@ pub struct MissingPath(pub String);
 
 pub fn discover(opts: &Options) -> Result<Discovery, MissingPath> {
     let mut found = Discovery {
-        inputs: Vec::new(),
+        inputs: Catalog::new(opts.out_dir, opts.variants),
         output_roots: Vec::new(),
         warnings: Vec::new(),
     };
@@ -170,17 +365,16 @@ pub fn discover(opts: &Options) -> Result<Discovery, MissingPath> {
                 ));
                 continue;
             }
-            add_input(
-                opts,
-                root.clone(),
-                name,
-                meta.len(),
-                plan_for(&meta),
-                &mut found,
-            );
+            for input in inputs_for(opts, root, &name, Some(&meta), plan_for(&meta)) {
+                found.inputs.push_whole(input);
+            }
         }
     }
-    mark_duplicate_outputs(&mut found.inputs);
+    // Within a folder, outputs that two inputs would share are found as it is listed; across
+    // PATHs (which may overlap) only a look over everything finds them.
+    if opts.paths.len() > 1 {
+        mark_duplicate_outputs(&mut found.inputs);
+    }
     Ok(found)
 }
 
@@ -242,20 +436,9 @@ pub fn input_at(opts: &Options, path: &Path) -> Found {
         if path != root && !is_input_name(&name) {
             return Found::Nothing;
         }
-        let mut found = Discovery {
-            inputs: Vec::new(),
-            output_roots: Vec::new(),
-            warnings: Vec::new(),
-        };
-        add_input(
-            opts,
-            path.to_path_buf(),
-            relative,
-            meta.len(),
-            plan_for(&meta),
-            &mut found,
-        );
-        return found.inputs.pop().map_or(Found::Nothing, Found::Input);
+        let plan = plan_for(&meta);
+        let mut inputs = inputs_for(opts, path, &relative, Some(&meta), plan);
+        return inputs.pop().map_or(Found::Nothing, Found::Input);
     }
     Found::Nothing
 }
@@ -303,21 +486,46 @@ fn walk(
             return add_unreadable(dir.to_path_buf(), why, found);
         }
     };
-    let mut names = Vec::new();
+    // The names that may matter, straight into the catalogue's arena (a folder of a million
+    // files is listed without a million strings): inputs, and what -r may have to enter.
+    let mut listed: Vec<u32> = Vec::new();
     for entry in entries {
-        match entry {
-            Ok(entry) => names.push(entry.file_name()),
+        let entry = match entry {
+            Ok(entry) => entry,
             Err(e) => {
                 let why = format!("cannot list folder: {}", describe_io(&e));
                 return add_unreadable(dir.to_path_buf(), why, found);
             }
-        }
-    }
-    names.sort();
-    for name in names {
+        };
+        let name = entry.file_name();
         if name.as_bytes().starts_with(b".") {
             continue;
         }
+        let may_enter = opts.recursive
+            && entry
+                .file_type()
+                .map_or(true, |t| t.is_dir() || t.is_symlink());
+        if !is_input_name(&name) && !may_enter {
+            continue;
+        }
+        match found.inputs.add_name(name.as_bytes()) {
+            Some(at) => listed.push(at),
+            None => {
+                let why = "too many files: their names pass 4 GiB".to_string();
+                return add_unreadable(dir.to_path_buf(), why, found);
+            }
+        }
+    }
+    let catalog = &found.inputs;
+    listed.sort_unstable_by(|&a, &b| catalog.name(a).cmp(catalog.name(b)));
+    let folder = found.inputs.folders.len() as u32;
+    found.inputs.folders.push(Folder {
+        path: dir.to_path_buf(),
+        relative: relative.to_path_buf(),
+    });
+    let mut outputs = SharedOutputs::of(&found.inputs, &listed);
+    for at in listed {
+        let name = found.inputs.name(at).to_os_string();
         let path = dir.join(&name);
         let rel = relative.join(&name);
         if opts.no_follow && fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
@@ -344,7 +552,13 @@ fn walk(
                     } else {
                         describe_io(&e)
                     };
-                    add_input(opts, path, rel, 0, Plan::Fail(why), found);
+                    let listed = Listed {
+                        folder,
+                        at,
+                        path,
+                        relative: rel,
+                    };
+                    add_listed(opts, listed, 0, None, Plan::Fail(why), &mut outputs, found);
                 }
                 continue;
             }
@@ -360,14 +574,122 @@ fn walk(
                 walk(opts, &path, &rel, visited, found);
             } else if is_input_name(&name) {
                 let why = "not a regular file: a directory (use -r to look inside)".to_string();
-                add_input(opts, path, rel, 0, Plan::Fail(why), found);
+                let listed = Listed {
+                    folder,
+                    at,
+                    path,
+                    relative: rel,
+                };
+                add_listed(opts, listed, 0, None, Plan::Fail(why), &mut outputs, found);
             }
             continue;
         }
         if !is_input_name(&name) {
             continue;
         }
-        add_input(opts, path, rel, meta.len(), plan_for(&meta), found);
+        let plan = plan_for(&meta);
+        let listed = Listed {
+            folder,
+            at,
+            path,
+            relative: rel,
+        };
+        add_listed(
+            opts,
+            listed,
+            meta.len(),
+            Some(&meta),
+            plan,
+            &mut outputs,
+            found,
+        );
+    }
+}
+
+/// An input found in a listed folder.
+struct Listed {
+    folder: u32,
+    /// Its name in the catalogue's arena.
+    at: u32,
+    path: PathBuf,
+    relative: PathBuf,
+}
+
+/// Inputs of one folder whose outputs would be the same file (`a.wav` and `a.WAV` both give
+/// `a-transformed.wav`): only a name whose extension is not exactly `.wav` can share its output
+/// with another, so only their stems are kept, and the first input of each.
+struct SharedOutputs {
+    stems: HashMap<Vec<u8>, Option<PathBuf>>,
+}
+
+impl SharedOutputs {
+    fn of(catalog: &Catalog, listed: &[u32]) -> SharedOutputs {
+        let mut stems = HashMap::new();
+        for &at in listed {
+            let name = catalog.name(at).as_bytes();
+            if is_input_name(OsStr::from_bytes(name)) && !name.ends_with(b".wav") {
+                stems.insert(name[..name.len() - 4].to_vec(), None);
+            }
+        }
+        SharedOutputs { stems }
+    }
+
+    /// The input that took this one's outputs first, if any; else this one takes them.
+    fn taken_by(&mut self, name: &OsStr, path: &Path) -> Option<PathBuf> {
+        let name = name.as_bytes();
+        let first = self
+            .stems
+            .get_mut(name.get(..name.len().checked_sub(4)?)?)?;
+        match first {
+            Some(first) => Some(first.clone()),
+            None => {
+                *first = Some(path.to_path_buf());
+                None
+            }
+        }
+    }
+}
+
+fn add_listed(
+    opts: &Options,
+    listed: Listed,
+    size: u64,
+    meta: Option<&fs::Metadata>,
+    plan: Plan,
+    outputs: &mut SharedOutputs,
+    found: &mut Discovery,
+) {
+    if !opts.shard.takes(&listed.relative) {
+        return;
+    }
+    let name = found.inputs.name(listed.at).to_os_string();
+    let first = outputs.taken_by(&name, &listed.path);
+    // A shard takes an input with all its variants; each variant is planned on its own.
+    for variant in 0..opts.variants.max(1) {
+        let output = output_path(
+            &listed.path,
+            &listed.relative,
+            opts.out_dir,
+            opts.variants,
+            variant,
+        );
+        let status = match (&first, &plan) {
+            (Some(first), _) => Plan::Fail(format!(
+                "output {} would also be written for {}",
+                output.display(),
+                first.display()
+            )),
+            (None, Plan::Transform) => plan_output_of(meta, &listed.path, &output, opts.force),
+            (None, other) => other.clone(),
+        };
+        let note = found.inputs.note(status);
+        found.inputs.entries.push(Entry {
+            size,
+            name: listed.at,
+            folder: listed.folder,
+            variant,
+            note,
+        });
     }
 }
 
@@ -376,7 +698,9 @@ fn walk(
 fn not_followed(opts: &Options, path: PathBuf, rel: PathBuf, name: &OsStr, found: &mut Discovery) {
     if is_input_name(name) {
         let why = "a symbolic link, not followed (--no-follow)".to_string();
-        add_input(opts, path, rel, 0, Plan::Skip(why), found);
+        for input in inputs_for(opts, &path, &rel, None, Plan::Skip(why)) {
+            found.inputs.push_whole(input);
+        }
     } else if opts.recursive && fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
         found.warnings.push(format!(
             "{}: skipped: a symbolic link to a folder, not followed (--no-follow)",
@@ -396,7 +720,7 @@ fn unreadable(e: &std::io::Error) -> String {
 /// A folder or entry that cannot be read is a failure: whatever inputs it holds were never seen.
 /// Every shard reports it, as none can tell whose files it holds.
 fn add_unreadable(path: PathBuf, why: String, found: &mut Discovery) {
-    found.inputs.push(Input {
+    found.inputs.push_whole(Input {
         relative: path.clone(),
         output: path.clone(),
         path,
@@ -406,33 +730,35 @@ fn add_unreadable(path: PathBuf, why: String, found: &mut Discovery) {
     });
 }
 
-fn add_input(
+/// The outputs of one input (one per variant), each planned, if this shard takes the input.
+fn inputs_for(
     opts: &Options,
-    path: PathBuf,
-    relative: PathBuf,
-    size: u64,
+    path: &Path,
+    relative: &Path,
+    meta: Option<&fs::Metadata>,
     plan: Plan,
-    found: &mut Discovery,
-) {
-    if !opts.shard.takes(&relative) {
-        return;
+) -> Vec<Input> {
+    if !opts.shard.takes(relative) {
+        return Vec::new();
     }
-    // A shard takes an input with all its variants; each variant is planned on its own.
-    let outputs = output_paths(&path, &relative, opts.out_dir, opts.variants);
-    for (variant, output) in (0..).zip(outputs) {
-        let status = match &plan {
-            Plan::Transform => plan_output(&path, &output, opts.force),
-            other => other.clone(),
-        };
-        found.inputs.push(Input {
-            path: path.clone(),
-            relative: relative.clone(),
-            output,
-            size,
-            status,
-            variant,
-        });
-    }
+    let size = meta.map_or(0, |m| m.len());
+    (0..opts.variants.max(1))
+        .map(|variant| {
+            let output = output_path(path, relative, opts.out_dir, opts.variants, variant);
+            let status = match &plan {
+                Plan::Transform => plan_output_of(meta, path, &output, opts.force),
+                other => other.clone(),
+            };
+            Input {
+                path: path.to_path_buf(),
+                relative: relative.to_path_buf(),
+                output,
+                size,
+                status,
+                variant,
+            }
+        })
+        .collect()
 }
 
 /// The outputs of an input for `variants` variants: `NAME-transformed.wav` for one,
@@ -444,28 +770,53 @@ pub fn output_paths(
     out_dir: Option<&Path>,
     variants: u32,
 ) -> Vec<PathBuf> {
-    let input_name = relative.file_name().unwrap_or(OsStr::new(""));
-    let names: Vec<std::ffi::OsString> = if variants <= 1 {
-        vec![output_name(input_name)]
-    } else {
-        (0..variants)
-            .map(|k| variant_output_name(input_name, k))
-            .collect()
-    };
-    names
-        .into_iter()
-        .map(|name| match out_dir {
-            Some(out) => out.join(relative).with_file_name(name),
-            None => input.with_file_name(name),
-        })
+    (0..variants.max(1))
+        .map(|k| output_path(input, relative, out_dir, variants, k))
         .collect()
+}
+
+/// The output of one variant of an input (see [`output_paths`]).
+pub fn output_path(
+    input: &Path,
+    relative: &Path,
+    out_dir: Option<&Path>,
+    variants: u32,
+    variant: u32,
+) -> PathBuf {
+    let input_name = relative.file_name().unwrap_or(OsStr::new(""));
+    let name = if variants <= 1 {
+        output_name(input_name)
+    } else {
+        variant_output_name(input_name, variant)
+    };
+    match out_dir {
+        Some(out) => out.join(relative).with_file_name(name),
+        None => input.with_file_name(name),
+    }
 }
 
 /// Whether one output of `input` is to be made: transform, or skip because this output is newer
 /// than the input (unless `force`), or fail because it is the input. Asked once per output.
 pub fn plan_output(input: &Path, output: &Path, force: bool) -> Plan {
-    let (Ok(inp), Ok(out)) = (fs::metadata(input), fs::metadata(output)) else {
+    plan_output_of(None, input, output, force)
+}
+
+/// [`plan_output`], with the input's metadata when it was just read.
+fn plan_output_of(
+    input_meta: Option<&fs::Metadata>,
+    input: &Path,
+    output: &Path,
+    force: bool,
+) -> Plan {
+    let Ok(out) = fs::metadata(output) else {
         return Plan::Transform;
+    };
+    let inp = match input_meta {
+        Some(meta) => meta.clone(),
+        None => match fs::metadata(input) {
+            Ok(meta) => meta,
+            Err(_) => return Plan::Transform,
+        },
     };
     if (inp.dev(), inp.ino()) == (out.dev(), out.ino()) {
         return Plan::Fail(format!(
@@ -479,23 +830,32 @@ pub fn plan_output(input: &Path, output: &Path, force: bool) -> Plan {
     Plan::Transform
 }
 
-/// Two inputs (say `a.wav` and `a.WAV`) whose outputs would be the same file: the second fails.
-fn mark_duplicate_outputs(inputs: &mut [Input]) {
-    let mut seen: HashSet<PathBuf> = HashSet::new();
-    let mut first_of: Vec<(PathBuf, PathBuf)> = Vec::new();
-    for input in inputs.iter_mut() {
-        if !seen.insert(input.output.clone()) {
-            let first = first_of
-                .iter()
-                .find(|(o, _)| *o == input.output)
-                .map(|(_, p)| p.display().to_string())
-                .unwrap_or_default();
-            input.status = Plan::Fail(format!(
-                "output {} would also be written for {first}",
-                input.output.display()
-            ));
+/// Two inputs found under different PATHs (which may overlap) whose outputs would be the same
+/// file: the second fails. Outputs are told apart by a hash of their path, and only a hash seen
+/// before is compared in full.
+fn mark_duplicate_outputs(catalog: &mut Catalog) {
+    let mut first_of: HashMap<u64, u32> = HashMap::new();
+    // Outputs whose hash was another's first: compared in full (practically never used).
+    let mut collided: Vec<usize> = Vec::new();
+    for i in 0..catalog.len() {
+        let input = catalog.input(i);
+        let hash = xxhash_rust::xxh3::xxh3_64(input.output.as_os_str().as_bytes());
+        let candidates = first_of.get(&hash).map(|&j| j as usize).into_iter();
+        let first = candidates
+            .chain(collided.iter().copied())
+            .map(|j| catalog.input(j))
+            .find(|other| other.output == input.output);
+        if let Some(first) = first {
+            let why = format!(
+                "output {} would also be written for {}",
+                input.output.display(),
+                first.path.display()
+            );
+            catalog.set_plan(i, Plan::Fail(why));
+        } else if let std::collections::hash_map::Entry::Vacant(slot) = first_of.entry(hash) {
+            slot.insert(i as u32);
         } else {
-            first_of.push((input.output.clone(), input.path.clone()));
+            collided.push(i);
         }
     }
 }
@@ -623,6 +983,135 @@ mod tests {
             ]
         );
         assert_eq!(plan_output(&input, &outputs[1], true), Plan::Transform);
+    }
+
+    fn opts<'a>(paths: &'a [PathBuf], out_dir: Option<&'a Path>, variants: u32) -> Options<'a> {
+        Options {
+            paths,
+            recursive: true,
+            out_dir,
+            force: false,
+            shard: Shard::WHOLE,
+            no_follow: false,
+            variants,
+        }
+    }
+
+    fn plans(found: &Discovery) -> Vec<(PathBuf, PathBuf, Plan)> {
+        found
+            .inputs
+            .iter()
+            .map(|i| (i.path, i.output, i.status))
+            .collect()
+    }
+
+    #[test]
+    fn inputs_that_would_share_an_output_fail_after_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "a.WAV",
+            "a.wav",
+            "a.Wav",
+            "b.wav",
+            "b-transformed.wav",
+            ".c.wav",
+        ] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        let paths = [dir.path().to_path_buf()];
+        let found = discover(&opts(&paths, None, 1)).unwrap();
+        let out = |n: &str| dir.path().join(n);
+        assert_eq!(
+            plans(&found),
+            vec![
+                (out("a.WAV"), out("a-transformed.wav"), Plan::Transform),
+                (
+                    out("a.Wav"),
+                    out("a-transformed.wav"),
+                    Plan::Fail(format!(
+                        "output {} would also be written for {}",
+                        out("a-transformed.wav").display(),
+                        out("a.WAV").display()
+                    ))
+                ),
+                (
+                    out("a.wav"),
+                    out("a-transformed.wav"),
+                    Plan::Fail(format!(
+                        "output {} would also be written for {}",
+                        out("a-transformed.wav").display(),
+                        out("a.WAV").display()
+                    ))
+                ),
+                (out("b.wav"), out("b-transformed.wav"), Plan::Transform),
+            ]
+        );
+        assert_eq!(found.inputs.total_bytes(), 4);
+    }
+
+    #[test]
+    fn overlapping_paths_give_each_output_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/x.wav"), b"xx").unwrap();
+        let paths = [dir.path().to_path_buf(), dir.path().join("sub/x.wav")];
+        let found = discover(&opts(&paths, None, 1)).unwrap();
+        let x = dir.path().join("sub/x.wav");
+        let output = dir.path().join("sub/x-transformed.wav");
+        assert_eq!(
+            plans(&found),
+            vec![
+                (x.clone(), output.clone(), Plan::Transform),
+                (
+                    x.clone(),
+                    output.clone(),
+                    Plan::Fail(format!(
+                        "output {} would also be written for {}",
+                        output.display(),
+                        x.display()
+                    ))
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_catalogue_gives_back_each_variant_under_out_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("in/deep")).unwrap();
+        std::fs::write(dir.path().join("in/deep/s.wav"), b"123").unwrap();
+        std::fs::write(dir.path().join("in/t.wav"), b"1").unwrap();
+        let paths = [dir.path().join("in")];
+        let out = dir.path().join("out");
+        let found = discover(&opts(&paths, Some(&out), 2)).unwrap();
+        let got: Vec<(PathBuf, PathBuf, u32, u64)> = found
+            .inputs
+            .iter()
+            .map(|i| (i.relative, i.output, i.variant, i.size))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "deep/s.wav".into(),
+                    out.join("deep/s-transformed-0.wav"),
+                    0,
+                    3
+                ),
+                (
+                    "deep/s.wav".into(),
+                    out.join("deep/s-transformed-1.wav"),
+                    1,
+                    3
+                ),
+                ("t.wav".into(), out.join("t-transformed-0.wav"), 0, 1),
+                ("t.wav".into(), out.join("t-transformed-1.wav"), 1, 1),
+            ]
+        );
+        let folders = found.inputs.output_folders(true);
+        assert_eq!(folders, HashSet::from([out.join("deep"), out.clone()]));
+        // Each output costs 24 bytes besides its name, kept once for all its variants.
+        assert_eq!(std::mem::size_of::<Entry>(), 24);
     }
 
     #[test]

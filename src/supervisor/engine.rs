@@ -44,6 +44,9 @@ pub struct EngineConfig {
     /// Keep the manifest rows of what is made and of what is skipped as up to date (only with
     /// `--manifest`: a long `watch` or a million-file run would otherwise hold one per file).
     pub manifest_rows: bool,
+    /// Remember each input that failed, as it was then, so that a service takes it again only
+    /// once it changed ([`Engine::failed_unchanged`]); a run has no use for it.
+    pub remember_failed: bool,
     pub seed: u64,
     pub fsync: bool,
     pub out_dir: Option<PathBuf>,
@@ -254,18 +257,16 @@ impl<'e> Engine<'e> {
             }
             Plan::Transform => None,
         };
-        let dir = output::folder(&input.output).to_path_buf();
         if refusal.is_none()
-            && !self.made_dirs.contains(&dir)
-            && let Err(e) = make_output_folder(&dir, self.config.out_dir.as_deref())
-                .map(|()| self.made_dirs.insert(dir.clone()))
+            && let Err(e) = self.make_folder(output::folder(&input.output))
         {
-            self.refused_dirs.insert(dir);
             refusal = Some(FailReason::OutputFolder(e));
         }
         if let Some(reason) = refusal {
-            self.failed
-                .insert(input.path.clone(), identity_now(&input.path));
+            if self.config.remember_failed {
+                self.failed
+                    .insert(input.path.clone(), identity_now(&input.path));
+            }
             let record = FileRecord::new(
                 &input.path,
                 &input.output,
@@ -276,6 +277,24 @@ impl<'e> Engine<'e> {
             return Decision::Reported;
         }
         Decision::Planned(self.add(input, Work::Transform, planned))
+    }
+
+    /// Makes the folder outputs go into, once; one that cannot be made (a link planted as it,
+    /// say) is remembered as refused, and never swept.
+    pub fn make_folder(&mut self, dir: &Path) -> std::io::Result<()> {
+        if self.made_dirs.contains(dir) {
+            return Ok(());
+        }
+        match make_output_folder(dir, self.config.out_dir.as_deref()) {
+            Ok(()) => {
+                self.made_dirs.insert(dir.to_path_buf());
+                Ok(())
+            }
+            Err(e) => {
+                self.refused_dirs.insert(dir.to_path_buf());
+                Err(e)
+            }
+        }
     }
 
     /// Reports a file skipped without a worker.
@@ -694,7 +713,7 @@ impl<'e> Engine<'e> {
         }
         let size = f.input.size;
         f.life = Lifecycle::Failed(reason);
-        if let Work::Transform = f.work {
+        if matches!(f.work, Work::Transform) && self.config.remember_failed {
             self.failed
                 .insert(f.input.path.clone(), identity_now(&f.input.path));
         }

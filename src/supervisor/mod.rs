@@ -22,7 +22,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use discover::{Input, Plan, Shard};
+use discover::{Plan, Shard};
 use report::{Counts, escape_name, escape_text};
 
 use crate::etl::describe_io;
@@ -179,11 +179,11 @@ pub(crate) fn still_being_written(
 }
 
 /// `--dry-run`: say what would happen, write nothing.
-pub(crate) fn dry_run(inputs: &[Input], settle: std::time::Duration) -> RunEnd {
+pub(crate) fn dry_run(inputs: &discover::Catalog, settle: std::time::Duration) -> RunEnd {
     let mut counts = Counts::default();
     let mut out = std::io::stdout().lock();
     let now = std::time::SystemTime::now();
-    for input in inputs {
+    for input in inputs.iter() {
         let mut plan = input.status.clone();
         if plan == Plan::Transform
             && fs::metadata(&input.path)

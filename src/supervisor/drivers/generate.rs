@@ -23,6 +23,7 @@ pub fn generate(executor: &mut Executor, opts: &GenerateOptions) -> Result<RunEn
     sweep(&HashSet::from([dir.clone()]), TAG);
     let reporter = Reporter::new(None, opts.progress, opts.count as u64, 0, true)?;
     let config = EngineConfig {
+        remember_failed: false,
         levels: LevelSpec::Sigma(Span::single(0.0)),
         per_output_levels: false,
         manifest_rows: false,

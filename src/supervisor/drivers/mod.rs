@@ -9,9 +9,71 @@ pub mod generate;
 pub mod run;
 pub mod watch;
 
+use std::cmp::Reverse;
+
 use super::RunEnd;
+use super::discover::{Catalog, Input};
+use super::engine::{Decision, Engine};
 use super::executor::PoolEnd;
 use super::report::Counts;
+
+/// Files the engine holds at once while a [`Feed`] hands it a catalogue: enough to keep every
+/// worker and a whole commit batch busy, few enough that memory does not grow with the corpus.
+const WINDOW: usize = 4096;
+
+/// Hands what discovery found to the engine a window at a time: first the outputs decided
+/// without a worker (skips and failures), in the order found, then the work, largest input
+/// first, so that a large file never starts last.
+pub(crate) struct Feed {
+    catalog: Catalog,
+    /// The outputs to make, by their index in the catalogue, largest input first.
+    order: Vec<u32>,
+    next: usize,
+    reported: bool,
+}
+
+impl Feed {
+    pub fn new(catalog: Catalog) -> Feed {
+        let mut order: Vec<u32> = (0..catalog.len())
+            .filter(|&i| catalog.to_transform(i))
+            .map(|i| i as u32)
+            .collect();
+        order.sort_by_key(|&i| Reverse(catalog.size(i as usize)));
+        Feed {
+            catalog,
+            order,
+            next: 0,
+            reported: false,
+        }
+    }
+
+    /// Hands files to the engine until it holds [`WINDOW`]; a file still being written goes to
+    /// `still`. True once everything was handed over.
+    pub fn top_up(
+        &mut self,
+        engine: &mut Engine,
+        mut still: impl FnMut(&mut Engine, Input),
+    ) -> bool {
+        if !self.reported {
+            self.reported = true;
+            for i in (0..self.catalog.len()).filter(|&i| !self.catalog.to_transform(i)) {
+                let _ = engine.decide(self.catalog.input(i));
+            }
+        }
+        let mut planned = Vec::new();
+        while self.next < self.order.len() && engine.in_progress() < WINDOW {
+            let input = self.catalog.input(self.order[self.next] as usize);
+            self.next += 1;
+            match engine.decide(input) {
+                Decision::Planned(id) => planned.push(id),
+                Decision::StillBeingWritten(input) => still(engine, input),
+                Decision::Reported => {}
+            }
+        }
+        engine.dispatch(&planned);
+        self.next == self.order.len()
+    }
+}
 
 /// The run's end, from how the executor ended and the counts.
 pub(crate) fn run_end(end: PoolEnd, counts: Counts) -> RunEnd {

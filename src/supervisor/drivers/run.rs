@@ -4,12 +4,12 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use super::{end_word, run_end};
+use super::{Feed, end_word, run_end};
 use crate::etl::levels::LevelSpec;
 use crate::etl::manifest::{self, Row};
-use crate::etl::{describe_io, noise, output};
+use crate::etl::{describe_io, noise};
 use crate::supervisor::discover::{self, Discovery};
-use crate::supervisor::engine::{Decision, Engine, EngineConfig};
+use crate::supervisor::engine::{Engine, EngineConfig};
 use crate::supervisor::executor::{Executor, PoolEnd};
 use crate::supervisor::report::Reporter;
 use crate::supervisor::{RunEnd, RunError, RunOptions, dry_run, lock, sweep};
@@ -42,7 +42,7 @@ pub fn run(executor: &mut Executor, opts: &RunOptions) -> Result<RunEnd, RunErro
     // The report is opened (and emptied) only by the lock's holder, and before any other work, so
     // that a bad report path stops the run before it has touched anything.
     let total_files = found.inputs.len() as u64;
-    let total_bytes = found.inputs.iter().map(|i| i.size).sum();
+    let total_bytes = found.inputs.total_bytes();
     let reporter = Reporter::new(
         opts.report.as_deref(),
         opts.progress,
@@ -59,26 +59,26 @@ pub fn run(executor: &mut Executor, opts: &RunOptions) -> Result<RunEnd, RunErro
 
     let mut engine = Engine::new(executor, engine_config(opts, seed), reporter);
     engine.total_files = total_files;
-    // Files decided without a worker, then the work, largest parts first.
-    let mut planned = Vec::new();
-    for input in found.inputs {
-        match engine.decide(input) {
-            Decision::Planned(id) => planned.push(id),
-            Decision::StillBeingWritten(input) => {
-                engine.report_skip(&input, "still being written".into())
-            }
-            Decision::Reported => {}
-        }
+    // The output folders are made (or refused: a link planted as one) before anything is
+    // swept, and swept before any file is sent: never through a link planted as one of them.
+    for dir in found.inputs.output_folders(true) {
+        let _ = engine.make_folder(&dir);
     }
-    // Swept only now that the folders are checked: never through a link planted as one of them.
     let out_dirs: HashSet<PathBuf> = out_dirs
         .into_iter()
         .filter(|d| !engine.refused_dirs().contains(d))
         .collect();
     sweep(&out_dirs, &tag);
-    engine.dispatch(&planned);
-    engine.executor().close();
-    let end = engine.run(|_| None);
+    // Then the files, a window at a time.
+    let mut feed = Feed::new(found.inputs);
+    let end = engine.run(|engine| {
+        let still =
+            |engine: &mut Engine, input| engine.report_skip(&input, "still being written".into());
+        if feed.top_up(engine, still) {
+            engine.executor().close();
+        }
+        None
+    });
     engine.abandon_unfinished();
     // Written whatever the end: a failed or stopped run lists what is on disk, finished.
     let manifest_failed = opts
@@ -159,6 +159,7 @@ pub(crate) fn engine_config(opts: &RunOptions, seed: u64) -> EngineConfig {
         levels: opts.levels,
         per_output_levels: opts.variants > 1 || !opts.levels.is_single(),
         manifest_rows: opts.manifest.is_some(),
+        remember_failed: false,
         seed,
         fsync: opts.fsync,
         out_dir: opts.out_dir.clone(),
@@ -172,14 +173,9 @@ pub(crate) fn engine_config(opts: &RunOptions, seed: u64) -> EngineConfig {
 
 /// The folders outputs go into, where temporaries of a killed run may lie.
 pub(crate) fn output_dirs(found: &Discovery) -> HashSet<PathBuf> {
-    found
-        .inputs
-        .iter()
-        // A folder that could not be read has no output of its own.
-        .filter(|i| i.output != i.path)
-        .map(|i| output::folder(&i.output).to_path_buf())
-        .chain(found.output_roots.iter().cloned())
-        .collect()
+    let mut dirs = found.inputs.output_folders(false);
+    dirs.extend(found.output_roots.iter().cloned());
+    dirs
 }
 
 /// The report's last line: counts, time, and what reproduces the run.

@@ -20,7 +20,7 @@ use sd_notify::NotifyState;
 use super::run::{discover_options, engine_config, output_dirs, summary};
 use super::run_end;
 use crate::supervisor::discover::{self, Found, Input, Plan};
-use crate::supervisor::engine::{Decision, Engine};
+use crate::supervisor::engine::{Decision, Engine, EngineConfig};
 use crate::supervisor::executor::Executor;
 use crate::supervisor::metrics::{Metrics, Snapshot};
 use crate::supervisor::report::Reporter;
@@ -107,7 +107,11 @@ pub fn watch(executor: &mut Executor, opts: &WatchOptions) -> Result<RunEnd, Run
         Err(e) => tracing::warn!("cannot watch for SIGHUP: {e}"),
     }
 
-    let mut engine = Engine::new(executor, engine_config(run, seed), reporter);
+    let config = EngineConfig {
+        remember_failed: true,
+        ..engine_config(run, seed)
+    };
+    let mut engine = Engine::new(executor, config, reporter);
     let cwd = std::env::current_dir().unwrap_or_default();
     let mut service = Service {
         opts,
@@ -126,7 +130,7 @@ pub fn watch(executor: &mut Executor, opts: &WatchOptions) -> Result<RunEnd, Run
     // The catch-up: what `etl run` would do.
     let out_dirs = output_dirs(&found);
     let mut planned = Vec::new();
-    for input in found.inputs {
+    for input in found.inputs.iter() {
         match engine.decide(input) {
             Decision::Planned(id) => planned.push(id),
             Decision::StillBeingWritten(input) => service.arm(input.path, Instant::now()),
@@ -281,7 +285,7 @@ impl Service<'_> {
             Err(e) => return tracing::warn!("rescan: {}", e.0),
         };
         let now = Instant::now();
-        for input in found.inputs {
+        for input in found.inputs.iter() {
             if !engine.is_active(&input.path) && !self.candidates.contains_key(&input.path) {
                 self.offer(engine, input, now, planned);
             }
