@@ -446,7 +446,17 @@ impl Executor {
             *deadline = timeout.map(|t| Instant::now() + t);
         }
         let pid = w.pid;
-        self.finishes.push_back(Instant::now());
+        // Only the last CRASH_WINDOW counts: older ones go now, not only when a worker dies,
+        // else a long run or a service would keep one per file.
+        let now = Instant::now();
+        while self
+            .finishes
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
+        {
+            self.finishes.pop_front();
+        }
+        self.finishes.push_back(now);
         let pending = self.pending.remove(&result.id)?;
         Some(Completion {
             id: result.id,

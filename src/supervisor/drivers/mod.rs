@@ -19,7 +19,7 @@ use super::report::Counts;
 
 /// Files the engine holds at once while a [`Feed`] hands it a catalogue: enough to keep every
 /// worker and a whole commit batch busy, few enough that memory does not grow with the corpus.
-const WINDOW: usize = 4096;
+const WINDOW: usize = 1024;
 
 /// Hands what discovery found to the engine a window at a time: first the outputs decided
 /// without a worker (skips and failures), in the order found, then the work, largest input
