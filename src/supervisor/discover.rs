@@ -489,6 +489,10 @@ fn walk(
     // The names that may matter, straight into the catalogue's arena (a folder of a million
     // files is listed without a million strings): inputs, and what -r may have to enter.
     let mut listed: Vec<u32> = Vec::new();
+    // Outputs beside the inputs are in the same listing: an output name not in it needs no
+    // look of its own (a fresh run over a million files saves a million failing lookups).
+    // Hashes only: one that matches is looked at, as before.
+    let mut outputs_here: Vec<u64> = Vec::new();
     for entry in entries {
         let entry = match entry {
             Ok(entry) => entry,
@@ -500,6 +504,9 @@ fn walk(
         let name = entry.file_name();
         if name.as_bytes().starts_with(b".") {
             continue;
+        }
+        if opts.out_dir.is_none() && is_output_name(&name) {
+            outputs_here.push(xxhash_rust::xxh3::xxh3_64(name.as_bytes()));
         }
         let may_enter = opts.recursive
             && entry
@@ -523,7 +530,9 @@ fn walk(
         path: dir.to_path_buf(),
         relative: relative.to_path_buf(),
     });
+    outputs_here.sort_unstable();
     let mut outputs = SharedOutputs::of(&found.inputs, &listed);
+    outputs.listed = opts.out_dir.is_none().then_some(outputs_here);
     for at in listed {
         let name = found.inputs.name(at).to_os_string();
         let path = dir.join(&name);
@@ -620,6 +629,8 @@ struct Listed {
 /// with another, so only their stems are kept, and the first input of each.
 struct SharedOutputs {
     stems: HashMap<Vec<u8>, Option<PathBuf>>,
+    /// When outputs go beside the inputs: the hashes of the output names the folder holds.
+    listed: Option<Vec<u64>>,
 }
 
 impl SharedOutputs {
@@ -631,7 +642,21 @@ impl SharedOutputs {
                 stems.insert(name[..name.len() - 4].to_vec(), None);
             }
         }
-        SharedOutputs { stems }
+        SharedOutputs {
+            stems,
+            listed: None,
+        }
+    }
+
+    /// False when the folder's listing shows that `output` does not exist.
+    fn may_exist(&self, output: &Path) -> bool {
+        let Some(listed) = &self.listed else {
+            return true;
+        };
+        let name = output.file_name().unwrap_or_default().as_bytes();
+        listed
+            .binary_search(&xxhash_rust::xxh3::xxh3_64(name))
+            .is_ok()
     }
 
     /// The input that took this one's outputs first, if any; else this one takes them.
@@ -679,6 +704,7 @@ fn add_listed(
                 output.display(),
                 first.display()
             )),
+            (None, Plan::Transform) if !outputs.may_exist(&output) => Plan::Transform,
             (None, Plan::Transform) => plan_output_of(meta, &listed.path, &output, opts.force),
             (None, other) => other.clone(),
         };
@@ -1112,6 +1138,43 @@ mod tests {
         assert_eq!(folders, HashSet::from([out.join("deep"), out.clone()]));
         // Each output costs 24 bytes besides its name, kept once for all its variants.
         assert_eq!(std::mem::size_of::<Entry>(), 24);
+    }
+
+    #[test]
+    fn outputs_in_the_listing_are_checked_and_others_are_not_looked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        for name in ["a.wav", "b.wav", "c.wav"] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, b"in").unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        // a's output is newer than a; c's output is c itself.
+        std::fs::write(dir.path().join("a-transformed.wav"), b"out").unwrap();
+        std::os::unix::fs::symlink("c.wav", dir.path().join("c-transformed.wav")).unwrap();
+        let paths = [dir.path().to_path_buf()];
+        let statuses: Vec<Plan> = discover(&opts(&paths, None, 1))
+            .unwrap()
+            .inputs
+            .iter()
+            .map(|i| i.status)
+            .collect();
+        assert_eq!(
+            statuses,
+            vec![
+                Plan::Skip("output is newer than the input".into()),
+                Plan::Transform,
+                Plan::Fail(format!(
+                    "output {} is the same file as the input",
+                    dir.path().join("c-transformed.wav").display()
+                )),
+            ]
+        );
     }
 
     #[test]
