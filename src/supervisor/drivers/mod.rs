@@ -47,6 +47,11 @@ impl Feed {
         }
     }
 
+    /// Outputs to make, handed over or not.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
     /// Hands files to the engine until it holds [`WINDOW`]; a file still being written goes to
     /// `still`. True once everything was handed over.
     pub fn top_up(

@@ -18,7 +18,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use sd_notify::NotifyState;
 
 use super::run::{discover_options, engine_config, output_dirs, summary};
-use super::run_end;
+use super::{Feed, run_end};
 use crate::supervisor::discover::{self, Found, Input, Plan};
 use crate::supervisor::engine::{Decision, Engine, EngineConfig};
 use crate::supervisor::executor::Executor;
@@ -125,30 +125,28 @@ pub fn watch(executor: &mut Executor, opts: &WatchOptions) -> Result<RunEnd, Run
         watchdog: sd_notify::watchdog_enabled().map(|d| d / 2),
         status_at: Instant::now(),
         last_status: String::new(),
+        catch_up: None,
     };
 
-    // The catch-up: what `etl run` would do.
+    // The catch-up: what `etl run` would do, handed to the engine a window at a time (a
+    // service started over a million files holds the same memory as one over a thousand).
     let out_dirs = output_dirs(&found);
-    let mut planned = Vec::new();
-    for input in found.inputs.iter() {
-        match engine.decide(input) {
-            Decision::Planned(id) => planned.push(id),
-            Decision::StillBeingWritten(input) => service.arm(input.path, Instant::now()),
-            Decision::Reported => {}
-        }
+    for dir in found.inputs.output_folders(true) {
+        let _ = engine.make_folder(&dir);
     }
     let out_dirs: HashSet<PathBuf> = out_dirs
         .into_iter()
         .filter(|d| !engine.refused_dirs().contains(d))
         .collect();
     sweep(&out_dirs, &run.shard.tag());
-    engine.dispatch(&planned);
+    let feed = Feed::new(found.inputs);
     let _ = sd_notify::notify(&[NotifyState::Ready]);
     tracing::info!(
         "watching {} for new files ({} to catch up on)",
         names(&run.paths),
-        planned.len()
+        feed.len()
     );
+    service.catch_up = Some(feed);
 
     let end = engine.run(|engine| service.turn(engine));
     let _ = sd_notify::notify(&[NotifyState::Stopping]);
@@ -186,6 +184,9 @@ struct Service<'o> {
     watchdog: Option<Duration>,
     status_at: Instant,
     last_status: String,
+    /// What was there at the start, not all handed to the engine yet. Until it is, changed
+    /// paths wait (a file seen both ways is taken once) and there is no rescan.
+    catch_up: Option<Feed>,
 }
 
 impl Service<'_> {
@@ -236,6 +237,19 @@ impl Service<'_> {
         }
         if self.reopen.swap(false, Ordering::SeqCst) {
             engine.reporter.reopen();
+        }
+        if let Some(feed) = &mut self.catch_up {
+            let mut still = Vec::new();
+            if feed.top_up(engine, |_, input: Input| still.push(input.path)) {
+                self.catch_up = None;
+                self.rescan_at = now + self.opts.rescan;
+            }
+            for path in still {
+                self.arm(path, now + self.settle());
+            }
+            self.status(engine, false);
+            // Called again as each file ends; the changed paths wait for the catch-up's end.
+            return Some(self.status_at);
         }
         let mut planned = Vec::new();
         if now >= self.rescan_at {
