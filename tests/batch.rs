@@ -432,6 +432,60 @@ fn interrupted_run() -> (tempfile::TempDir, PathBuf, Option<i32>, Report, String
     (tmp, dir, out.status.code(), report, text(&out.stdout))
 }
 
+/// More files than the supervisor hands to its engine at once: those never handed over when the
+/// run is stopped are counted as not run, like those in flight.
+#[test]
+fn a_run_stopped_early_counts_every_file_it_did_not_finish() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("many");
+    gen_tones(&dir, 1500, 0.01, &[]);
+    // One long file goes first (largest first): the signal comes when it is reported.
+    let long = tmp.path().join("long");
+    gen_tones(&long, 1, 30.0, &[]);
+    fs::rename(long.join("example0.wav"), dir.join("long.wav")).unwrap();
+    let report_path = tmp.path().join("report.jsonl");
+    let mut child = etl()
+        .arg("run")
+        .arg(&dir)
+        .args(["--seed", "3", "-j", "1", "--settle", "0s", "--report"])
+        .arg(&report_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    while !fs::read(&report_path).is_ok_and(|b| b.contains(&b'\n')) {
+        assert!(Instant::now() < until, "no report line within a minute");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = child.wait().unwrap();
+    let report = read_report(&report_path);
+    let s = &report.summary;
+    let count = |k: &str| s[k].as_u64().unwrap();
+    assert_eq!(
+        count("ok") + count("skipped") + count("failed"),
+        report.records.len() as u64,
+        "{s}"
+    );
+    assert_eq!(report.records.len() as u64 + count("not_run"), 1501, "{s}");
+    if status.code() == Some(143) {
+        assert!(count("not_run") > 0, "{s}");
+    }
+    let made = fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .ends_with("-transformed.wav")
+        })
+        .count() as u64;
+    assert_eq!(made, count("ok"), "{s}");
+}
+
 #[test]
 fn an_interrupted_run_keeps_a_whole_line_per_finished_file_and_a_summary() {
     let (_tmp, dir, code, report, stdout) = interrupted_run();

@@ -52,6 +52,11 @@ impl Feed {
         self.order.len()
     }
 
+    /// Outputs to make not handed over yet: at the end of a stopped run, not run.
+    pub fn remaining(&self) -> usize {
+        self.order.len() - self.next
+    }
+
     /// Hands files to the engine until it holds [`WINDOW`]; a file still being written goes to
     /// `still`. True once everything was handed over.
     pub fn top_up(
@@ -64,6 +69,9 @@ impl Feed {
             for i in (0..self.catalog.len()).filter(|&i| !self.catalog.to_transform(i)) {
                 let _ = engine.decide(self.catalog.input(i));
             }
+        }
+        if engine.executor().stopping() {
+            return false;
         }
         let mut planned = Vec::new();
         while self.next < self.order.len() && engine.in_progress() < WINDOW {

@@ -80,6 +80,7 @@ pub fn run(executor: &mut Executor, opts: &RunOptions) -> Result<RunEnd, RunErro
         None
     });
     engine.abandon_unfinished();
+    engine.reporter.counts.not_run += feed.remaining() as u64;
     // Written whatever the end: a failed or stopped run lists what is on disk, finished.
     let manifest_failed = opts
         .manifest

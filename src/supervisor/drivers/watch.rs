@@ -152,6 +152,9 @@ pub fn watch(executor: &mut Executor, opts: &WatchOptions) -> Result<RunEnd, Run
     let _ = sd_notify::notify(&[NotifyState::Stopping]);
     drop(watcher);
     engine.abandon_unfinished();
+    if let Some(feed) = &service.catch_up {
+        engine.reporter.counts.not_run += feed.remaining() as u64;
+    }
     service.status(&mut engine, true);
 
     let summary = summary(&engine, run, start, seed, &end);
