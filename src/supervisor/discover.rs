@@ -533,10 +533,39 @@ fn walk(
     outputs_here.sort_unstable();
     let mut outputs = SharedOutputs::of(&found.inputs, &listed);
     outputs.listed = opts.out_dir.is_none().then_some(outputs_here);
+    // Each entry is looked at through the folder (one name to resolve, not the whole path);
+    // a link, or anything but a file or a folder, the long way below.
+    let handle = fs::File::open(dir).ok();
     for at in listed {
         let name = found.inputs.name(at).to_os_string();
         let path = dir.join(&name);
         let rel = relative.join(&name);
+        match handle.as_ref().and_then(|h| kind_at(h, &name)) {
+            Some(Kind::Folder) if opts.recursive => {
+                walk(opts, &path, &rel, visited, found);
+                continue;
+            }
+            Some(Kind::File(size)) if is_input_name(&name) => {
+                let listed = Listed {
+                    folder,
+                    at,
+                    path,
+                    relative: rel,
+                };
+                add_listed(
+                    opts,
+                    listed,
+                    size,
+                    None,
+                    Plan::Transform,
+                    &mut outputs,
+                    found,
+                );
+                continue;
+            }
+            Some(Kind::File(_)) => continue,
+            _ => {}
+        }
         if opts.no_follow && fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
             not_followed(opts, path, rel, &name, found);
             continue;
@@ -612,6 +641,39 @@ fn walk(
             &mut outputs,
             found,
         );
+    }
+}
+
+/// What [`kind_at`] saw.
+enum Kind {
+    /// A regular file, and its size.
+    File(u64),
+    Folder,
+}
+
+/// A regular file or a folder named `name` in the open folder `dir` (not following a link);
+/// `None` for anything else, or when it cannot be looked at.
+fn kind_at(dir: &fs::File, name: &OsStr) -> Option<Kind> {
+    use std::os::fd::AsRawFd;
+    let name = std::ffi::CString::new(name.as_bytes()).ok()?;
+    // SAFETY: `stat` is plain memory that fstatat fills in; the name is NUL-terminated and
+    // outlives the call.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    let looked = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            &mut stat,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if looked != 0 {
+        return None;
+    }
+    match stat.st_mode & libc::S_IFMT {
+        libc::S_IFREG => Some(Kind::File(stat.st_size as u64)),
+        libc::S_IFDIR => Some(Kind::Folder),
+        _ => None,
     }
 }
 
