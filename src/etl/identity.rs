@@ -64,7 +64,7 @@ pub fn plan(path: &Path) -> Result<Planned, TransformError> {
     let identity = InputIdentity::of(&meta);
     Ok(Planned {
         identity,
-        wav: wav::probe(&file).ok(),
+        wav: wav::probe_with_len(&file, identity.size).ok(),
     })
 }
 
