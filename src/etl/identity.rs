@@ -1,7 +1,7 @@
 //! What a run planned from, so that it can tell when an input changed under it.
 //!
-//! The supervisor plans a file (its size, whether and how it is split, where its samples are) from
-//! one look at it. A file that is renamed over, still being written, or edited in place during the
+//! The supervisor plans a file (its size, whether and how it is split, and for a file it splits,
+//! where its samples are) from one look at it. A file that is renamed over, still being written, or edited in place during the
 //! run would otherwise give an output made of two different files, or of bytes the input never
 //! had. So the plan carries the file's identity, and whoever reads the file checks it: a worker on
 //! its open descriptor before its first read and after its last, the supervisor on the path before
@@ -52,8 +52,9 @@ impl InputIdentity {
 #[derive(Clone, Debug)]
 pub struct Planned {
     pub identity: InputIdentity,
-    /// Where the samples are, when the header could be read; when it could not, the worker reads
-    /// it again and reports why.
+    /// Where the samples are, when the header was read (the supervisor reads it only for a file
+    /// it splits, so that all parts read the same samples) and could be; otherwise the worker
+    /// reads it, and reports why if it cannot.
     pub wav: Option<WavInfo>,
 }
 
@@ -64,7 +65,7 @@ pub fn plan(path: &Path) -> Result<Planned, TransformError> {
     let identity = InputIdentity::of(&meta);
     Ok(Planned {
         identity,
-        wav: wav::probe(&file).ok(),
+        wav: wav::probe_with_len(&file, identity.size).ok(),
     })
 }
 

@@ -12,7 +12,13 @@
 //! or hard link under any name etl is about to use. So every name is created exclusively and
 //! without following a link (`O_EXCL | O_NOFOLLOW`), a file that must already exist (the
 //! temporary shared by the parts of a split file) is used only if it is a regular file of ours
-//! with one link, and temporaries stay 0600 until [`publish`] gives them their final mode and name.
+//! with one link, and a temporary is checked to be such a file again just before it is renamed.
+//!
+//! Modes: an unnamed output is created with its final mode (the input's permission bits, masked
+//! by the umask as for `cp`; see [`NewFile::create_with_mode`]): nobody can open it until it is
+//! complete and linked, so it needs nothing more at publish. Named temporaries (without
+//! `O_TMPFILE`, the shared temporary of a split file, test tones, the manifest) are created 0600
+//! and stay so until [`publish`] gives them their final mode, just before their final name.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -33,13 +39,21 @@ pub struct NewFile {
 }
 
 impl NewFile {
-    /// Creates the file that will be `temp` once complete.
+    /// Creates the file that will be `temp` once complete, private (0600).
     pub fn create(temp: &Path) -> io::Result<NewFile> {
+        NewFile::create_with_mode(temp, TEMP_MODE)
+    }
+
+    /// Creates the file that will be `temp` once complete. Written unnamed, it gets `mode` at
+    /// once (masked by the umask, or set by the folder's default ACL, as any new file): nobody
+    /// can open it before it is complete and linked, and [`publish`] then has no mode to change.
+    /// Written under its name (no `O_TMPFILE`), it is 0600 until [`publish`].
+    pub fn create_with_mode(temp: &Path, mode: u32) -> io::Result<NewFile> {
         if unnamed_files_work()
             && let Ok(file) = OpenOptions::new()
                 .read(true)
                 .write(true)
-                .mode(TEMP_MODE)
+                .mode(mode & 0o777)
                 .custom_flags(libc::O_TMPFILE)
                 .open(folder(temp))
         {
@@ -126,39 +140,48 @@ pub fn open_shared_temp(path: &Path) -> io::Result<File> {
 /// it. With `below`, the folder is reached from that trusted root without following a link (as
 /// [`make_folders`] made it), so a folder swapped for a link since is refused, not renamed into.
 pub fn publish(temp: &Path, output: &Path, mode: u32, below: Option<&Path>) -> io::Result<()> {
-    let dir = folder(output);
-    let dir: OwnedFd = match below.and_then(|root| Some((root, dir.strip_prefix(root).ok()?))) {
-        Some((root, relative)) => walk_folders(root, relative, false)?,
-        None => File::open(dir)?.into(),
-    };
-    let name = |p: &Path| {
-        std::ffi::CString::new(p.file_name().unwrap_or_default().as_bytes())
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
-    };
-    let (temp_name, output_name) = (name(temp)?, name(output)?);
-    // SAFETY: a valid descriptor and a NUL-terminated name that outlives the call.
-    let fd = unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            temp_name.as_ptr(),
-            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        let e = io::Error::last_os_error();
-        return Err(match e.raw_os_error() {
-            Some(libc::ELOOP) => refused(temp, "it is a symbolic link"),
-            _ => e,
-        });
+    let dir = open_folder(folder(output), below)?;
+    publish_in(&dir, temp, output, mode)
+}
+
+/// Opens an output folder to publish into, flush and check names in. With `below`, it is reached
+/// from that trusted root without following a link (see [`publish`]).
+pub fn open_folder(dir: &Path, below: Option<&Path>) -> io::Result<OwnedFd> {
+    match below.and_then(|root| Some((root, dir.strip_prefix(root).ok()?))) {
+        Some((root, relative)) => walk_folders(root, relative, false),
+        None => Ok(File::open(dir)?.into()),
     }
-    // SAFETY: `fd` was just opened and is owned by nothing else.
-    let file = unsafe { File::from_raw_fd(fd) };
-    check_ours(temp, &file.metadata()?)?;
-    // SAFETY: a plain system call on an open descriptor.
-    if unsafe { libc::fchmod(file.as_raw_fd(), mode as libc::mode_t) } != 0 {
+}
+
+/// The file system device a folder opened with [`open_folder`] is on.
+pub fn device_of(dir: &OwnedFd) -> io::Result<u64> {
+    // SAFETY: `stat` is plain memory that fstat fills in, on an open descriptor.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(dir.as_raw_fd(), &mut stat) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: as above.
+    Ok(stat.st_dev)
+}
+
+/// [`publish`] in a folder already open (`dir`, the folder of `temp` and `output`). The
+/// temporary is looked at once without following a link (`fstatat` with `AT_SYMLINK_NOFOLLOW`)
+/// and must be a regular file of ours with one link; only if its mode is not yet `mode` is it
+/// opened (`O_NOFOLLOW`, checked again on the descriptor) to change it. Then it is renamed.
+pub fn publish_in(dir: &OwnedFd, temp: &Path, output: &Path, mode: u32) -> io::Result<()> {
+    let (temp_name, output_name) = (c_name(temp)?, c_name(output)?);
+    let stat = stat_at(dir, &temp_name)?;
+    if let Some(why) = stat_refusal(&stat) {
+        return Err(refused(temp, &why));
+    }
+    if stat.st_mode & 0o7777 != mode {
+        let file = open_at(dir, &temp_name, temp)?;
+        check_ours(temp, &file.metadata()?)?;
+        // SAFETY: a plain system call on an open descriptor.
+        if unsafe { libc::fchmod(file.as_raw_fd(), mode as libc::mode_t) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // SAFETY: a valid descriptor and NUL-terminated names that outlive the call.
     let renamed = unsafe {
         libc::renameat(
             dir.as_raw_fd(),
@@ -171,6 +194,68 @@ pub fn publish(temp: &Path, output: &Path, mode: u32, below: Option<&Path>) -> i
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Opens the temporary `temp` (named `name` in `dir`) read-only, never through a link: to change
+/// its mode or to flush it on its own.
+pub fn open_at(dir: &OwnedFd, name: &std::ffi::CStr, temp: &Path) -> io::Result<File> {
+    // SAFETY: a valid descriptor and a NUL-terminated name that outlives the call.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::ELOOP) => refused(temp, "it is a symbolic link"),
+            _ => e,
+        });
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// The last component of `path`, for the `*at` calls.
+pub fn c_name(path: &Path) -> io::Result<std::ffi::CString> {
+    std::ffi::CString::new(path.file_name().unwrap_or_default().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// What `name` in `dir` is, without following a link.
+fn stat_at(dir: &OwnedFd, name: &std::ffi::CStr) -> io::Result<libc::stat> {
+    // SAFETY: `stat` is plain memory that fstatat fills in; the name is NUL-terminated.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    let looked = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            &mut stat,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if looked != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(stat)
+}
+
+/// [`check_ours`] on what `fstatat` saw: why it is not a regular file of ours with one link.
+fn stat_refusal(stat: &libc::stat) -> Option<String> {
+    match stat.st_mode & libc::S_IFMT {
+        libc::S_IFLNK => return Some("it is a symbolic link".into()),
+        libc::S_IFREG => {}
+        _ => return Some("it is not a regular file".into()),
+    }
+    if stat.st_nlink > 1 {
+        return Some(format!("it has {} links", stat.st_nlink));
+    }
+    if stat.st_uid != effective_uid() {
+        return Some(format!("it belongs to another user (uid {})", stat.st_uid));
+    }
+    None
 }
 
 /// Creates the folders of `relative` below `root`, one at a time relative to the folder above
@@ -244,9 +329,28 @@ fn walk_folders(root: &Path, relative: &Path, make: bool) -> io::Result<OwnedFd>
 /// The mode an output of `input` gets: the input's permission bits masked by the umask, as `cp`
 /// gives a copy (so never more than the input grants). 0600 if the input cannot be read.
 pub fn mode_from_input(input: &Path) -> u32 {
-    match fs::metadata(input) {
-        Ok(meta) => meta.mode() & 0o777 & !umask(),
-        Err(_) => TEMP_MODE,
+    mode_from_metadata(fs::metadata(input).ok().as_ref())
+}
+
+/// [`mode_from_input`] from a look at the input already taken (`None`: it could not be looked at).
+pub fn mode_from_metadata(input: Option<&fs::Metadata>) -> u32 {
+    match input {
+        Some(meta) => meta.mode() & 0o777 & !umask(),
+        None => TEMP_MODE,
+    }
+}
+
+/// The mode a worker creates an unnamed output of an input with `input_mode` with: the input's
+/// permission bits (the kernel applies the umask, as for any new file, which gives the mode
+/// [`mode_from_input`] says), provided that leaves its owner free to read and write it (the
+/// supervisor may have to open it to flush it on its own); 0600 otherwise, and [`publish`] sets
+/// the final mode.
+pub fn unnamed_mode(input_mode: u32) -> u32 {
+    let mode = input_mode & 0o777;
+    if mode & !umask() & 0o600 == 0o600 {
+        mode
+    } else {
+        TEMP_MODE
     }
 }
 
@@ -369,7 +473,7 @@ pub fn flush_batch(files: &[&File]) -> Vec<io::Result<()>> {
         if let Ok(dev) = dev
             && !filesystems.iter().any(|(d, _)| d == dev)
         {
-            filesystems.push((*dev, sync_filesystem(file)));
+            filesystems.push((*dev, sync_filesystem(*file)));
         }
     }
     files
@@ -386,8 +490,32 @@ pub fn flush_batch(files: &[&File]) -> Vec<io::Result<()>> {
         .collect()
 }
 
+/// Makes durable what was written on the file systems of a batch of output folders, each given
+/// with its device: one `syncfs` per file system, on the first folder found on it. Says for each
+/// folder, in order, whether that flush succeeded; where it failed, the caller flushes each file
+/// on its own ([`flush_at`]), so that the error lands on the files it concerns (see
+/// [`flush_batch`]).
+pub fn sync_folders(folders: &[(&OwnedFd, u64)]) -> Vec<bool> {
+    let mut filesystems: Vec<(u64, bool)> = Vec::new();
+    for (dir, dev) in folders {
+        if !filesystems.iter().any(|(d, _)| d == dev) {
+            filesystems.push((*dev, sync_filesystem(*dir).is_ok()));
+        }
+    }
+    folders
+        .iter()
+        .map(|(_, dev)| filesystems.iter().any(|(d, ok)| d == dev && *ok))
+        .collect()
+}
+
+/// Flushes the data of one temporary on its own, opened read-only in its folder `dir` without
+/// following a link: the fallback when the flush of its whole file system failed.
+pub fn flush_at(dir: &OwnedFd, temp: &Path) -> io::Result<()> {
+    open_at(dir, &c_name(temp)?, temp)?.sync_data()
+}
+
 /// Flushes the whole filesystem `file` is on (`syncfs`): every dirty page and inode on it.
-pub fn sync_filesystem(file: &File) -> io::Result<()> {
+pub fn sync_filesystem(file: &impl AsRawFd) -> io::Result<()> {
     // SAFETY: a plain system call on an open descriptor.
     if unsafe { libc::syncfs(file.as_raw_fd()) } == 0 {
         Ok(())
@@ -510,6 +638,44 @@ mod tests {
         let output = dir.path().join("s-transformed.wav");
         publish(&shared, &output, 0o640, None).unwrap();
         assert_eq!(mode(&output), 0o640);
+    }
+
+    #[test]
+    fn an_unnamed_output_has_its_final_mode_from_the_start_and_a_named_one_gets_it_at_publish() {
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o7777;
+        let wanted = 0o640 & !umask();
+        let temp = dir.path().join(".u.0of1.etl-tmp");
+        let new = NewFile::create_with_mode(&temp, unnamed_mode(0o100640)).unwrap();
+        let unnamed = new.unnamed;
+        new.finish().unwrap();
+        if unnamed {
+            assert_eq!(mode(&temp), wanted);
+        } else {
+            assert_eq!(mode(&temp), 0o600);
+        }
+        let output = dir.path().join("u-transformed.wav");
+        publish(&temp, &output, wanted, None).unwrap();
+        assert_eq!(mode(&output), wanted);
+        // An owner who could not read it (to flush it) gets a private temporary instead.
+        assert_eq!(unnamed_mode(0o444), 0o600);
+        assert_eq!(unnamed_mode(0o4755), 0o755);
+    }
+
+    #[test]
+    fn a_hard_linked_or_foreign_temporary_is_never_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let temp = dir.path().join(".h.0of1.etl-tmp");
+        drop(create_new(&temp).unwrap());
+        fs::hard_link(&temp, dir.path().join("elsewhere")).unwrap();
+        let output = dir.path().join("h-transformed.wav");
+        let e = publish(&temp, &output, 0o600, None).unwrap_err();
+        assert!(e.to_string().ends_with("it has 2 links"), "{e}");
+        assert!(!output.exists());
+        let folder = dir.path().join("sub");
+        fs::create_dir(&folder).unwrap();
+        let e = publish(&folder, &dir.path().join("x"), 0o600, None).unwrap_err();
+        assert!(e.to_string().ends_with("it is not a regular file"), "{e}");
     }
 
     #[test]

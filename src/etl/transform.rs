@@ -9,7 +9,7 @@
 use std::fmt;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use super::identity::InputIdentity;
@@ -211,7 +211,8 @@ pub fn transform(req: &Request) -> Result<Stats, TransformError> {
     let info = match req.wav {
         Some(info) => info,
         None => {
-            probed = wav::probe(&input).map_err(|e| changed_or(e.into()))?;
+            // The length from the look taken when opening (checked against the plan, if any).
+            probed = wav::probe_with_len(&input, opened.len()).map_err(|e| changed_or(e.into()))?;
             &probed
         }
     };
@@ -227,7 +228,9 @@ pub fn transform(req: &Request) -> Result<Stats, TransformError> {
         unchanged(&input)?;
         return Ok(stats);
     }
-    let new = NewFile::create(req.temp_output).map_err(TransformError::Output)?;
+    // Unnamed, it can have its final mode from the start: nobody can open it before it is linked.
+    let new = NewFile::create_with_mode(req.temp_output, output::unnamed_mode(opened.mode()))
+        .map_err(TransformError::Output)?;
     let written = write(req, &input, info, sigma, &plan, new.file(), true)
         .map_err(changed_or)
         .and_then(|stats| unchanged(&input).map(|()| stats));

@@ -308,7 +308,12 @@ fn read_head(
 
 /// Reads the header of `file` and finds its samples.
 pub fn probe(file: &File) -> Result<WavInfo, WavError> {
-    let file_len = file.metadata()?.len();
+    probe_with_len(file, file.metadata()?.len())
+}
+
+/// [`probe`] for a caller that has just looked at the open file: `file_len` is its length then
+/// (no second look).
+pub fn probe_with_len(file: &File, file_len: u64) -> Result<WavInfo, WavError> {
     if file_len == 0 {
         return Err(WavError::Empty);
     }

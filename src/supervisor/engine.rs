@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -235,7 +235,7 @@ impl<'e> Engine<'e> {
         let plan = input.status.clone();
         let mut planned = None;
         if plan == Plan::Transform {
-            planned = identity::plan(&input.path).ok();
+            planned = self.look(&input);
             if let Some(p) = &planned
                 && still_being_written(
                     &p.identity,
@@ -295,6 +295,24 @@ impl<'e> Engine<'e> {
                 Err(e)
             }
         }
+    }
+
+    /// What a file is planned from. One that will not be split needs only its identity (one
+    /// `statx`; its worker reads the header, and checks the identity before its first read);
+    /// one that will be is planned in full, its header read once for all its parts. `None` when
+    /// it is not a regular file or cannot be looked at: its worker finds out why and reports it.
+    fn look(&self, input: &Input) -> Option<Planned> {
+        let meta = fs::metadata(&input.path).ok()?;
+        if !meta.is_file() {
+            return None;
+        }
+        if split_count(meta.len(), self.config.jobs, self.level_of(input)) > 1 {
+            return identity::plan(&input.path).ok();
+        }
+        Some(Planned {
+            identity: InputIdentity::of(&meta),
+            wav: None,
+        })
     }
 
     /// Reports a file skipped without a worker.
@@ -502,10 +520,10 @@ impl<'e> Engine<'e> {
     }
 
     /// Commits the finished files of the batch (group commit): each output's input is checked
-    /// once more, then ONE flush covers all their data (a `syncfs` per filesystem, see
-    /// [`output::flush_batch`]), then each is renamed into place and reported, then each output
-    /// folder is flushed once. No output gets its final name before its data is on disk, and
-    /// none without its report line right after.
+    /// once more, each output folder is opened once, then ONE flush covers all their data (a
+    /// `syncfs` per filesystem, on a folder's descriptor), then each is checked, renamed into
+    /// place and reported, then each output folder is flushed once. No output gets its final
+    /// name before its data is on disk, and none without its report line right after.
     fn commit_batch(&mut self) {
         let batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
@@ -515,35 +533,72 @@ impl<'e> Engine<'e> {
         }
         let mut ready = Vec::with_capacity(batch.len());
         for file in batch {
-            if self.still_unchanged(file) {
-                ready.push(file);
+            if let Some(mode) = self.still_unchanged(file) {
+                ready.push((file, mode));
+            }
+        }
+        // Each folder once for the whole batch: its descriptor serves the checks, the renames
+        // and the flushes.
+        let mut folders: Vec<BatchFolder> = Vec::new();
+        let mut index: HashMap<(PathBuf, bool), usize> = HashMap::new();
+        let mut placed = Vec::with_capacity(ready.len());
+        for (file, mode) in ready {
+            let f = &self.files[&file];
+            let below = match f.work {
+                Work::Transform => self.config.out_dir.as_deref(),
+                Work::Generate(_) => None,
+            };
+            let path = output::folder(&f.input.output).to_path_buf();
+            let key = (path, below.is_some());
+            let at = match index.get(&key) {
+                Some(&at) => at,
+                None => {
+                    let opened = output::open_folder(&key.0, below)
+                        .and_then(|dir| Ok((output::device_of(&dir)?, dir)));
+                    folders.push(BatchFolder {
+                        opened,
+                        synced: false,
+                        renamed: false,
+                    });
+                    index.insert(key, folders.len() - 1);
+                    folders.len() - 1
+                }
+            };
+            match &folders[at].opened {
+                Ok(_) => placed.push((file, mode, at)),
+                Err(e) => self.fail(file, FailReason::Publish(copy_error(e))),
             }
         }
         if self.config.fsync {
-            ready = self.flush(ready);
+            placed = self.flush(placed, &mut folders);
         }
-        let mut folders: HashSet<PathBuf> = HashSet::new();
-        for file in ready {
-            let Some(f) = self.files.get(&file) else {
+        for (file, mode, at) in placed {
+            let Ok((_, dir)) = &folders[at].opened else {
                 continue;
             };
-            let folder = output::folder(&f.input.output).to_path_buf();
-            let published = match f.work {
-                Work::Transform => self.commit_transform(file),
-                Work::Generate(_) => self.commit_tone(file),
+            let published = match self.files.get(&file).map(|f| f.work) {
+                Some(Work::Transform) => self.commit_transform(file, dir, mode),
+                Some(Work::Generate(_)) => self.commit_tone(file, dir, mode),
+                None => false,
             };
-            if published {
-                folders.insert(folder);
-            }
+            folders[at].renamed |= published;
         }
         // The names' durability: one flush per folder, after all its renames.
         if self.config.fsync {
-            for folder in folders {
-                if let Err(e) = fs::File::open(&folder).and_then(|d| d.sync_all()) {
+            for (path, at) in &index {
+                let folder = &folders[*at];
+                let Ok((_, dir)) = &folder.opened else {
+                    continue;
+                };
+                if !folder.renamed {
+                    continue;
+                }
+                // SAFETY: a plain system call on an open descriptor.
+                if unsafe { libc::fsync(dir.as_raw_fd()) } != 0 {
                     tracing::warn!(
                         "{}: cannot flush the folder: {}",
-                        folder.display(),
-                        describe_io(&e)
+                        path.0.display(),
+                        describe_io(&std::io::Error::last_os_error())
                     );
                 }
             }
@@ -551,50 +606,72 @@ impl<'e> Engine<'e> {
     }
 
     /// The last look before the output gets its final name: the path must still name the file
-    /// the workers read, else the file is started again.
-    fn still_unchanged(&mut self, file: u64) -> bool {
+    /// the workers read, else the file is started again. Gives the mode the output is to have,
+    /// from that same look (the input's permission bits, masked by the umask).
+    fn still_unchanged(&mut self, file: u64) -> Option<u32> {
         let f = self.files.get_mut(&file).expect("a file in the batch");
-        let unchanged = f
-            .planned
-            .as_ref()
-            .is_none_or(|p| p.identity.matches_path(&f.input.path));
+        if let Work::Generate(_) = f.work {
+            return Some(output::mode_from_umask());
+        }
+        let now = fs::metadata(&f.input.path);
+        let unchanged = match &f.planned {
+            Some(p) => now
+                .as_ref()
+                .is_ok_and(|m| InputIdentity::of(m) == p.identity),
+            None => true,
+        };
         if !unchanged {
             let _ = fs::remove_file(temp_path(&f.input.output, &self.config.tag));
             self.restart(file);
+            return None;
         }
-        unchanged
+        Some(output::mode_from_metadata(now.ok().as_ref()))
     }
 
-    /// Flushes the temporaries of `files` with one flush for them all; returns those flushed,
-    /// failing the others.
-    fn flush(&mut self, files: Vec<u64>) -> Vec<u64> {
-        let mut opened = Vec::with_capacity(files.len());
-        for file in files {
-            let temp = temp_path(&self.files[&file].input.output, &self.config.tag);
-            // Read-only and never through a link: only flushed, and checked again by publish.
-            match fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-                .open(&temp)
-            {
-                Ok(handle) => opened.push((file, handle)),
-                Err(e) => self.fail(file, FailReason::Flush(e)),
-            }
+    /// Flushes the data of the batch's outputs with one `syncfs` per filesystem (on a folder's
+    /// descriptor); where that fails, each output is flushed on its own. Returns the outputs
+    /// flushed, failing the others.
+    fn flush(
+        &mut self,
+        placed: Vec<(u64, u32, usize)>,
+        folders: &mut [BatchFolder],
+    ) -> Vec<(u64, u32, usize)> {
+        let open: Vec<(usize, &OwnedFd, u64)> = folders
+            .iter()
+            .enumerate()
+            .filter_map(|(at, b)| b.opened.as_ref().ok().map(|(dev, dir)| (at, dir, *dev)))
+            .collect();
+        let pairs: Vec<(&OwnedFd, u64)> = open.iter().map(|&(_, dir, dev)| (dir, dev)).collect();
+        let synced = output::sync_folders(&pairs);
+        let synced: Vec<usize> = open
+            .iter()
+            .zip(synced)
+            .filter(|(_, ok)| *ok)
+            .map(|(&(at, _, _), _)| at)
+            .collect();
+        for at in synced {
+            folders[at].synced = true;
         }
-        let handles: Vec<&fs::File> = opened.iter().map(|(_, h)| h).collect();
-        let outcomes = output::flush_batch(&handles);
-        let mut flushed = Vec::with_capacity(opened.len());
-        for ((file, _), outcome) in opened.iter().zip(outcomes) {
-            match outcome {
-                Ok(()) => flushed.push(*file),
-                Err(e) => self.fail(*file, FailReason::Flush(e)),
+        let mut flushed = Vec::with_capacity(placed.len());
+        for (file, mode, at) in placed {
+            if folders[at].synced {
+                flushed.push((file, mode, at));
+                continue;
+            }
+            let Ok((_, dir)) = &folders[at].opened else {
+                continue;
+            };
+            let temp = temp_path(&self.files[&file].input.output, &self.config.tag);
+            match output::flush_at(dir, &temp) {
+                Ok(()) => flushed.push((file, mode, at)),
+                Err(e) => self.fail(file, FailReason::Flush(e)),
             }
         }
         flushed
     }
 
     /// Renames a flushed output into place and reports it; whether it got its name.
-    fn commit_transform(&mut self, file: u64) -> bool {
+    fn commit_transform(&mut self, file: u64, dir: &OwnedFd, mode: u32) -> bool {
         let f = self.files.get_mut(&file).expect("a file in the batch");
         let temp = temp_path(&f.input.output, &self.config.tag);
         let Some(stats) = f.stats.take() else {
@@ -602,10 +679,7 @@ impl<'e> Engine<'e> {
             self.restart(file);
             return false;
         };
-        let mode = output::mode_from_input(&f.input.path);
-        if let Err(e) =
-            output::publish(&temp, &f.input.output, mode, self.config.out_dir.as_deref())
-        {
+        if let Err(e) = output::publish_in(dir, &temp, &f.input.output, mode) {
             self.fail(file, FailReason::Publish(e));
             return false;
         }
@@ -659,11 +733,11 @@ impl<'e> Engine<'e> {
         true
     }
 
-    fn commit_tone(&mut self, file: u64) -> bool {
+    fn commit_tone(&mut self, file: u64, dir: &OwnedFd, mode: u32) -> bool {
         let f = &self.files[&file];
         let path = f.input.output.clone();
         let temp = temp_path(&path, &self.config.tag);
-        if let Err(e) = output::publish(&temp, &path, output::mode_from_umask(), None) {
+        if let Err(e) = output::publish_in(dir, &temp, &path, mode) {
             self.fail(file, FailReason::Publish(e));
             return false;
         }
@@ -747,6 +821,24 @@ impl<'e> Engine<'e> {
             self.forget(id);
         }
         self.jobs.clear();
+    }
+}
+
+/// An output folder of a batch being committed.
+struct BatchFolder {
+    /// Its device and descriptor, or why it could not be opened.
+    opened: std::io::Result<(u64, OwnedFd)>,
+    /// The flush of its filesystem succeeded.
+    synced: bool,
+    /// An output got its name in it.
+    renamed: bool,
+}
+
+/// The same error again, for each file it concerns.
+fn copy_error(e: &std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(e.kind(), e.to_string()),
     }
 }
 
