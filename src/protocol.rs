@@ -9,6 +9,7 @@
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ipc_channel::ipc::IpcSender;
 use serde::{Deserialize, Serialize};
@@ -34,10 +35,16 @@ impl From<&Path> for WirePath {
     }
 }
 
+/// A job is shared (`Arc`) between the supervisor's queue, which keeps it until it completes
+/// (to send it again if its worker dies), and the message that carries it: sending does not copy
+/// it. On the wire an `Arc` is just its content.
 #[derive(Clone, Serialize, Deserialize)]
 pub enum ToWorker {
-    Transform(TransformJob),
-    Generate(GenerateJob),
+    Transform(Arc<TransformJob>),
+    Generate(Arc<GenerateJob>),
+    /// Several small jobs in one message, run in order: the worker sends one result per job, as
+    /// it finishes each, so the supervisor always knows which one is running.
+    Batch(Vec<ToWorker>),
 }
 
 /// One part of one file to transform into `temp_output`.

@@ -8,10 +8,11 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::discover::{Input, Plan};
-use super::executor::{Completion, Executor, PoolEnd, Step, Task, WorkerLost};
+use super::executor::{Completion, Executor, IdMap, PoolEnd, Step, Task, WorkerLost};
 use super::report::{FileRecord, Reporter, Status};
 use super::{make_output_folder, still_being_written, temp_path};
 use crate::etl::identity::{self, InputIdentity, Planned};
@@ -158,9 +159,9 @@ pub struct Engine<'e> {
     pub totals: Totals,
     /// Files the progress bar counts to.
     pub total_files: u64,
-    files: HashMap<u64, FileEntry>,
+    files: IdMap<FileEntry>,
     /// Each job sent: its file and part.
-    jobs: HashMap<u64, u64>,
+    jobs: IdMap<u64>,
     /// Inputs being worked on: a driver never hands the same one twice at once.
     active: HashSet<PathBuf>,
     next_file: u64,
@@ -188,8 +189,8 @@ impl<'e> Engine<'e> {
             reporter,
             totals: Totals::default(),
             total_files: 0,
-            files: HashMap::new(),
-            jobs: HashMap::new(),
+            files: IdMap::default(),
+            jobs: IdMap::default(),
             active: HashSet::new(),
             next_file: 0,
             next_job: 0,
@@ -360,7 +361,8 @@ impl<'e> Engine<'e> {
 
     /// Sends planned files to the executor, split into parts, largest parts first.
     pub fn dispatch(&mut self, ids: &[u64]) {
-        let mut parts: Vec<(u64, u32, u32, u64)> = Vec::new();
+        // (file, part, parts, input bytes of the part, how much work it is for the executor)
+        let mut parts: Vec<(u64, u32, u32, u64, u64)> = Vec::new();
         for &id in ids {
             let Some(level) = self.files.get(&id).map(|f| self.level_of(&f.input)) else {
                 continue;
@@ -379,15 +381,24 @@ impl<'e> Engine<'e> {
                 changed: false,
             };
             f.in_flight += n;
-            parts.extend((0..n).map(|part| (id, part, n, size / n as u64)));
+            let work = match f.work {
+                Work::Transform => size / n as u64,
+                // A tone reads nothing: its work is the bytes it writes.
+                Work::Generate(tone) => tone.frames() * tone.layout.frame_bytes(),
+            };
+            parts.extend((0..n).map(|part| (id, part, n, size / n as u64, work)));
         }
         parts.sort_by_key(|p| std::cmp::Reverse(p.3));
-        for (file, part, n, _) in parts {
+        for (file, part, n, _, size) in parts {
             let job = self.next_job;
             self.next_job += 1;
             self.jobs.insert(job, file);
             let message = self.message(job, file, part, n);
-            self.executor.submit(Task { id: job, message });
+            self.executor.submit(Task {
+                id: job,
+                message,
+                size,
+            });
         }
     }
 
@@ -410,12 +421,12 @@ impl<'e> Engine<'e> {
         let f = &self.files[&file];
         let temp_output = WirePath::from(temp_path(&f.input.output, &self.config.tag).as_path());
         match f.work {
-            Work::Generate(tone) => ToWorker::Generate(GenerateJob {
+            Work::Generate(tone) => ToWorker::Generate(Arc::new(GenerateJob {
                 id,
                 temp_output,
                 tone,
-            }),
-            Work::Transform => ToWorker::Transform(TransformJob {
+            })),
+            Work::Transform => ToWorker::Transform(Arc::new(TransformJob {
                 id,
                 input: WirePath::from(f.input.path.as_path()),
                 temp_output,
@@ -428,7 +439,7 @@ impl<'e> Engine<'e> {
                 expect: f.planned.as_ref().map(|p| p.identity),
                 wav: f.planned.as_ref().and_then(|p| p.wav.clone()),
                 output_format: self.config.output_format,
-            }),
+            })),
         }
     }
 

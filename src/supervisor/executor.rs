@@ -35,6 +35,32 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::protocol::{FromWorker, JobResult, ToWorker};
 
+/// A map keyed by the ids this process hands out (jobs, files): numbers counted up from 0, never
+/// chosen by anyone outside, so they need no protection against collisions made on purpose, and
+/// hashing them with SipHash, as `HashMap` does by default, is wasted on every file.
+pub type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// Hashes a `u64` id with one multiplication (Fibonacci hashing): spreads consecutive ids over
+/// the high bits, which hashbrown uses for its tags, and keeps the low bits distinct.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = (self.0 ^ id).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 /// How long a worker has between SIGTERM and SIGKILL.
 pub const GRACE: Duration = Duration::from_secs(5);
 /// How long a new worker has to connect.
@@ -63,6 +89,9 @@ pub struct ExecutorConfig {
 pub struct Task {
     pub id: u64,
     pub message: ToWorker,
+    /// About how much work it is (the input bytes it reads): small tasks are sent to a worker
+    /// several at a time, in one message.
+    pub size: u64,
 }
 
 /// Why a job ended without a result: its worker was lost.
@@ -160,8 +189,16 @@ enum State {
     },
 }
 
-/// Jobs a worker may hold at once: the one it runs and one sent ahead.
+/// Jobs a worker may always hold at once: the one it runs and one sent ahead.
 const DEPTH: usize = 2;
+/// Beyond [`DEPTH`], small jobs are sent ahead too, several in one message, so that neither side
+/// pays a message per tiny file: a worker holds at most this many jobs...
+const BATCH_TASKS: usize = 32;
+/// ...of at most this many input bytes together (a job sent within [`DEPTH`] may exceed it).
+const BATCH_BYTES: u64 = 4 << 20;
+/// A worker is sent more once it holds no more than this many jobs: several jobs per message, and
+/// still enough ahead that it does not wait for the supervisor between two messages.
+const REFILL_AT: usize = BATCH_TASKS / 2;
 
 /// Why a worker is being stopped.
 #[derive(Clone, Copy, PartialEq)]
@@ -182,6 +219,7 @@ struct Worker {
 
 struct Pending {
     message: ToWorker,
+    size: u64,
     attempts: u32,
 }
 
@@ -203,7 +241,7 @@ pub struct Executor {
     /// Jobs waiting for a worker, in order.
     queue: VecDeque<u64>,
     /// Every job not yet completed, by id.
-    pending: HashMap<u64, Pending>,
+    pending: IdMap<Pending>,
     /// No more jobs will be submitted: the executor finishes once `pending` is empty.
     closed: bool,
     end: Option<PoolEnd>,
@@ -257,7 +295,7 @@ impl Executor {
             signal_received,
             acted_on_early: false,
             queue: VecDeque::new(),
-            pending: HashMap::new(),
+            pending: IdMap::default(),
             closed: false,
             end: None,
             deaths: 0,
@@ -291,6 +329,7 @@ impl Executor {
             task.id,
             Pending {
                 message: task.message,
+                size: task.size,
                 attempts: 0,
             },
         );
@@ -425,6 +464,7 @@ impl Executor {
     /// A worker's result: matched to its job by the id it carries.
     fn on_done(&mut self, slot: usize, generation: u64, result: JobResult) -> Option<Completion> {
         let timeout = self.config.timeout;
+        let now = Instant::now();
         let w = self.worker_mut(slot, generation)?;
         let State::Busy { tasks, deadline } = &mut w.state else {
             tracing::debug!(pid = w.pid, "a result from a worker with no job: ignored");
@@ -443,12 +483,11 @@ impl Executor {
             w.state = State::Idle;
         } else if at == 0 {
             // The job sent ahead starts now.
-            *deadline = timeout.map(|t| Instant::now() + t);
+            *deadline = timeout.map(|t| now + t);
         }
         let pid = w.pid;
         // Only the last CRASH_WINDOW counts: older ones go now, not only when a worker dies,
         // else a long run or a service would keep one per file.
-        let now = Instant::now();
         while self
             .finishes
             .front()
@@ -550,49 +589,94 @@ impl Executor {
         self.stop_all(StopReason::Shutdown, again);
     }
 
-    /// Gives every idle worker a job, then, while more jobs wait than there are workers (so
-    /// that sending one ahead cannot leave another worker idle at the end), one more to each.
+    /// Gives every idle worker a job, then, while more jobs wait than there are workers (so that
+    /// sending jobs ahead cannot leave another worker idle at the end), more to each in turn: one
+    /// ahead of the running one, and small jobs up to [`BATCH_TASKS`] and [`BATCH_BYTES`]. What a
+    /// worker is given here goes in one message.
     fn dispatch(&mut self) {
+        if self.queue.is_empty() {
+            return;
+        }
         let timeout = self.config.timeout;
         let workers = self.slots.len();
         let (queue, pending) = (&mut self.queue, &mut self.pending);
-        for depth in 1..=DEPTH {
-            for w in self.slots.iter_mut().flatten() {
-                if queue.is_empty() || (depth > 1 && queue.len() <= workers) {
-                    return;
+        let size = |id: &u64| pending.get(id).map_or(0, |p| p.size);
+        // For each worker that may take more: its slot, the jobs and bytes it holds, and those
+        // given to it now.
+        let mut takers: Vec<(usize, usize, u64, Vec<u64>)> = Vec::new();
+        for (slot, w) in self.slots.iter().enumerate() {
+            let Some(w) = w else { continue };
+            if w.stopping.is_some() {
+                continue;
+            }
+            match &w.state {
+                State::Idle => takers.push((slot, 0, 0, Vec::new())),
+                State::Busy { tasks, .. } if tasks.len() <= REFILL_AT => {
+                    let bytes = tasks.iter().map(size).sum();
+                    takers.push((slot, tasks.len(), bytes, Vec::new()));
                 }
-                if w.stopping.is_some() {
-                    continue;
-                }
-                let held = match &w.state {
-                    State::Idle => 0,
-                    State::Busy { tasks, .. } => tasks.len(),
-                    State::Starting { .. } => continue,
+                _ => {}
+            }
+        }
+        if takers.is_empty() {
+            return;
+        }
+        // In turns, one job per worker per turn, so that the jobs are shared evenly.
+        'turns: loop {
+            let mut took = false;
+            for (_, held, bytes, given) in takers.iter_mut() {
+                let Some(id) = queue.front() else {
+                    break 'turns;
                 };
-                if held >= depth {
-                    continue;
+                let (n, next) = (*held + given.len(), size(id));
+                let may = n == 0
+                    || (queue.len() > workers
+                        && n < BATCH_TASKS
+                        && (n < DEPTH || *bytes + next <= BATCH_BYTES));
+                if may {
+                    given.push(queue.pop_front().unwrap());
+                    *bytes += next;
+                    took = true;
                 }
-                let id = queue.pop_front().unwrap();
+            }
+            if !took {
+                break;
+            }
+        }
+        for (slot, _, _, given) in takers {
+            let Some(w) = self.slots[slot].as_mut() else {
+                continue;
+            };
+            let mut messages = Vec::with_capacity(given.len());
+            let mut ids = Vec::with_capacity(given.len());
+            for id in given {
                 let Some(p) = pending.get_mut(&id) else {
                     continue;
                 };
                 p.attempts += 1;
-                let sent = w
-                    .jobs
-                    .as_ref()
-                    .map(|jobs| jobs.send(p.message.clone()).is_ok())
-                    .unwrap_or(false);
-                // A failed send means the worker is dying: its Gone event will requeue the task.
-                if !sent {
-                    tracing::debug!("worker {} did not take its job", w.pid);
-                }
-                match &mut w.state {
-                    State::Busy { tasks, .. } => tasks.push_back(id),
-                    state => {
-                        *state = State::Busy {
-                            tasks: VecDeque::from([id]),
-                            deadline: timeout.map(|t| Instant::now() + t),
-                        }
+                messages.push(p.message.clone());
+                ids.push(id);
+            }
+            let message = match messages.len() {
+                0 => continue,
+                1 => messages.pop().unwrap(),
+                _ => ToWorker::Batch(messages),
+            };
+            let sent = w
+                .jobs
+                .as_ref()
+                .map(|jobs| jobs.send(message).is_ok())
+                .unwrap_or(false);
+            // A failed send means the worker is dying: its Gone event will requeue the tasks.
+            if !sent {
+                tracing::debug!("worker {} did not take its jobs", w.pid);
+            }
+            match &mut w.state {
+                State::Busy { tasks, .. } => tasks.extend(ids),
+                state => {
+                    *state = State::Busy {
+                        tasks: ids.into(),
+                        deadline: timeout.map(|t| Instant::now() + t),
                     }
                 }
             }
@@ -848,6 +932,7 @@ fn task_name(message: &ToWorker) -> String {
     match message {
         ToWorker::Transform(job) => job.input.to_path().display().to_string(),
         ToWorker::Generate(job) => job.temp_output.to_path().display().to_string(),
+        ToWorker::Batch(jobs) => jobs.first().map(task_name).unwrap_or_default(),
     }
 }
 

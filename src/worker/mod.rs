@@ -1,6 +1,7 @@
 //! The worker: a child process started by the supervisor (`etl worker`, hidden). It connects to
-//! the supervisor's one-shot IPC server, takes one job at a time, runs it through [`crate::etl`],
-//! and sends back the result. It exits when its job channel closes, and the kernel kills it if the
+//! the supervisor's one-shot IPC server, takes one message at a time (one job, or a batch of
+//! small ones run in order), runs each job through [`crate::etl`], and sends back each result as
+//! soon as that job ends. It exits when its job channel closes, and the kernel kills it if the
 //! supervisor dies (PR_SET_PDEATHSIG, set by the supervisor before exec).
 
 use std::path::Path;
@@ -37,15 +38,26 @@ pub fn run(server: &str, parent_pid: u32) -> Result<(), String> {
         .map_err(|e| format!("cannot greet the supervisor: {e}"))?;
 
     while let Ok(job) = jobs.recv() {
-        let result = match job {
-            ToWorker::Transform(job) => run_transform(&job),
-            ToWorker::Generate(job) => run_generate(&job),
-        };
-        if to_supervisor.send(FromWorker::Done(result)).is_err() {
+        if run_job(job, &to_supervisor).is_err() {
             break;
         }
     }
     Ok(())
+}
+
+/// Runs one job, or each job of a batch in order, sending each result as soon as it is known.
+fn run_job(job: ToWorker, to_supervisor: &IpcSender<FromWorker>) -> Result<(), ()> {
+    let result = match job {
+        ToWorker::Transform(job) => run_transform(&job),
+        ToWorker::Generate(job) => run_generate(&job),
+        ToWorker::Batch(jobs) => {
+            for job in jobs {
+                run_job(job, to_supervisor)?;
+            }
+            return Ok(());
+        }
+    };
+    to_supervisor.send(FromWorker::Done(result)).map_err(|_| ())
 }
 
 fn run_transform(job: &TransformJob) -> JobResult {
