@@ -78,6 +78,9 @@ time_workload() {   # label dir runs contender-set
                -n "etl -j 2 --no-fsync" "$qe run $qd -j 2 -q --force --no-fsync")
     fi
     if [[ -n ${ETL_BASELINE:-} ]]; then
+        # The build to compare with, in the same run: as the default durability and without flushes.
+        [[ $set == full ]] && args+=(-n "baseline -j 2" "$(q "$ETL_BASELINE") run $qd -j 2 -q --force")
+        [[ $set == full ]] || args+=(-n "baseline -j 1 --no-fsync" "$(q "$ETL_BASELINE") run $qd -j 1 -q --force --no-fsync")
         args+=(-n "baseline -j 2 --no-fsync" "$(q "$ETL_BASELINE") run $qd -j 2 -q --force --no-fsync")
     fi
     args+=(-n "python pool -j 2" "$(q "$PYTHON") $(q "$REF") $qd -j 2"
@@ -124,8 +127,11 @@ for part in "${PARTS[@]}"; do
         make_workload mem "$SHM/mem"
         /usr/bin/time -v -o "$OUT/mem-dry-run.time" "$ETL" run "$SHM/mem" --dry-run -q >/dev/null 2>&1 || true
         peak_memory mem-dry-run "$ETL" run "$SHM/mem" --dry-run -q
+        if [[ -n ${ETL_BASELINE:-} ]]; then
+            peak_memory mem-dry-run-baseline "$ETL_BASELINE" run "$SHM/mem" --dry-run -q
+        fi
         if [[ ${MEM_REAL:-0} == 1 ]]; then
-            peak_memory mem-run /usr/bin/time -v -o "$OUT/mem-run.time" "$ETL" run "$SHM/mem" -j 2 -q --force --no-fsync
+            peak_memory mem-run "$ETL" run "$SHM/mem" -j 2 -q --force --no-fsync
             find "$SHM/mem" -name '*-transformed.wav' -delete
         fi ;;
     esac
