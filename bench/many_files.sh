@@ -59,9 +59,15 @@ make_workload() {   # name dir
 # Outputs are moved into a trash folder rather than deleted before each run, and the trash is
 # deleted at the end: on ext4, creating a file scans past the inodes freed in the last 30 s of
 # its group, so deleting thousands of files before each run slows the next one (BENCHMARKS.md).
+# On tmpfs the outputs are deleted instead: a file there is its dentry and inode, so a trash
+# of hundreds of thousands of files would slow every path lookup of the runs after it.
 prepare_cmd() {   # dir
     local qd qt
     qd=$(q "$1") qt=$(q "$1.trash")
+    if [[ $(stat -f -c %T "$1") == tmpfs ]]; then
+        printf 'find %s -name %s -delete && rm -rf %s.cp' "$qd" "'*-transformed.wav'" "$qd"
+        return
+    fi
     printf 'mkdir -p %s && t=$(mktemp -d %s/XXXXXX) && find %s -name %s -exec mv -t "$t" {} + && { [ ! -e %s.cp ] || mv %s.cp "$t/"; } && sync' \
         "$qt" "$qt" "$qd" "'*-transformed.wav'" "$qd" "$qd"
 }
@@ -133,7 +139,10 @@ for part in "${PARTS[@]}"; do
         if [[ ${MEM_REAL:-0} == 1 ]]; then
             peak_memory mem-run "$ETL" run "$SHM/mem" -j 2 -q --force --no-fsync
             find "$SHM/mem" -name '*-transformed.wav' -delete
-        fi ;;
+        fi
+        # A million files on tmpfs are a million dentries that slow every path lookup of the
+        # machine (the other workloads' timings among them): gone unless MEM_KEEP=1.
+        [[ ${MEM_KEEP:-0} == 1 ]] || rm -rf "$SHM/mem" "$SHM/mem.done" ;;
     esac
 done
 
