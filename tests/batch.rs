@@ -403,6 +403,18 @@ fn report_has_a_line_per_file_that_matches_the_disk_and_a_summary() {
     assert!(report.summary["seed"].is_u64(), "a drawn seed is reported");
 }
 
+/// Sends SIGTERM to a running `etl run` once its report has its first whole line.
+fn sigterm_after_first_report_line(child: &mut std::process::Child, report_path: &Path) {
+    let until = Instant::now() + Duration::from_secs(60);
+    while !fs::read(report_path).is_ok_and(|b| b.contains(&b'\n')) {
+        assert!(Instant::now() < until, "no report line within a minute");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+}
+
 /// Starts a run over 16 files of 20 s with one worker, SIGTERMs the supervisor once the report
 /// has its first line, and returns the exit code, the report, stdout and the folder.
 fn interrupted_run() -> (tempfile::TempDir, PathBuf, Option<i32>, Report, String) {
@@ -419,14 +431,7 @@ fn interrupted_run() -> (tempfile::TempDir, PathBuf, Option<i32>, Report, String
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let until = Instant::now() + Duration::from_secs(60);
-    while !fs::read(&report_path).is_ok_and(|b| b.contains(&b'\n')) {
-        assert!(Instant::now() < until, "no report line within a minute");
-        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    // SAFETY: kill(2) on our own child's pid.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    sigterm_after_first_report_line(&mut child, &report_path);
     let out = child.wait_with_output().unwrap();
     let report = read_report(&report_path);
     (tmp, dir, out.status.code(), report, text(&out.stdout))
@@ -453,14 +458,7 @@ fn a_run_stopped_early_counts_every_file_it_did_not_finish() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let until = Instant::now() + Duration::from_secs(60);
-    while !fs::read(&report_path).is_ok_and(|b| b.contains(&b'\n')) {
-        assert!(Instant::now() < until, "no report line within a minute");
-        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    // SAFETY: kill(2) on our own child's pid.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    sigterm_after_first_report_line(&mut child, &report_path);
     let status = child.wait().unwrap();
     let report = read_report(&report_path);
     let s = &report.summary;

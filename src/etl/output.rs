@@ -22,7 +22,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -224,13 +224,13 @@ pub fn c_name(path: &Path) -> io::Result<std::ffi::CString> {
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
-/// What `name` in `dir` is, without following a link.
-fn stat_at(dir: &OwnedFd, name: &std::ffi::CStr) -> io::Result<libc::stat> {
+/// What `name` in the open folder `dir` is, without following a link.
+pub fn stat_at(dir: impl AsFd, name: &std::ffi::CStr) -> io::Result<libc::stat> {
     // SAFETY: `stat` is plain memory that fstatat fills in; the name is NUL-terminated.
     let mut stat: libc::stat = unsafe { std::mem::zeroed() };
     let looked = unsafe {
         libc::fstatat(
-            dir.as_raw_fd(),
+            dir.as_fd().as_raw_fd(),
             name.as_ptr(),
             &mut stat,
             libc::AT_SYMLINK_NOFOLLOW,

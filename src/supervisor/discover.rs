@@ -538,42 +538,34 @@ fn walk(
     let handle = fs::File::open(dir).ok();
     for at in listed {
         let name = found.inputs.name(at).to_os_string();
-        let path = dir.join(&name);
-        let rel = relative.join(&name);
+        let entry = Listed {
+            folder,
+            at,
+            path: dir.join(&name),
+            relative: relative.join(&name),
+        };
         match handle.as_ref().and_then(|h| kind_at(h, &name)) {
             Some(Kind::Folder) if opts.recursive => {
-                walk(opts, &path, &rel, visited, found);
+                walk(opts, &entry.path, &entry.relative, visited, found);
                 continue;
             }
             Some(Kind::File(size)) if is_input_name(&name) => {
-                let listed = Listed {
-                    folder,
-                    at,
-                    path,
-                    relative: rel,
-                };
-                add_listed(
-                    opts,
-                    listed,
-                    size,
-                    None,
-                    Plan::Transform,
-                    &mut outputs,
-                    found,
-                );
+                let plan = Plan::Transform;
+                add_listed(opts, entry, size, None, plan, &mut outputs, found);
                 continue;
             }
             Some(Kind::File(_)) => continue,
             _ => {}
         }
-        if opts.no_follow && fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
-            not_followed(opts, path, rel, &name, found);
+        let path = &entry.path;
+        if opts.no_follow && fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+            not_followed(opts, entry.path, entry.relative, &name, found);
             continue;
         }
         // Follow symbolic links. A loop among them is only a warning (under -r a link back up
         // the tree is common); a dangling one is reported if it looks like an input; an entry
         // that cannot be looked at, and might have held inputs, is a failure.
-        let meta = match fs::metadata(&path) {
+        let meta = match fs::metadata(path) {
             Ok(m) => m,
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
                 if is_input_name(&name) || opts.recursive {
@@ -585,62 +577,35 @@ fn walk(
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                 if is_input_name(&name) {
-                    let why = if fs::symlink_metadata(&path).is_ok() {
+                    let why = if fs::symlink_metadata(path).is_ok() {
                         "a dangling symbolic link".to_string()
                     } else {
                         describe_io(&e)
                     };
-                    let listed = Listed {
-                        folder,
-                        at,
-                        path,
-                        relative: rel,
-                    };
-                    add_listed(opts, listed, 0, None, Plan::Fail(why), &mut outputs, found);
+                    add_listed(opts, entry, 0, None, Plan::Fail(why), &mut outputs, found);
                 }
                 continue;
             }
             Err(e) => {
                 if is_input_name(&name) || opts.recursive {
-                    add_unreadable(path, describe_io(&e), found);
+                    add_unreadable(entry.path, describe_io(&e), found);
                 }
                 continue;
             }
         };
         if meta.is_dir() {
             if opts.recursive {
-                walk(opts, &path, &rel, visited, found);
+                walk(opts, &entry.path, &entry.relative, visited, found);
             } else if is_input_name(&name) {
                 let why = "not a regular file: a directory (use -r to look inside)".to_string();
-                let listed = Listed {
-                    folder,
-                    at,
-                    path,
-                    relative: rel,
-                };
-                add_listed(opts, listed, 0, None, Plan::Fail(why), &mut outputs, found);
+                add_listed(opts, entry, 0, None, Plan::Fail(why), &mut outputs, found);
             }
             continue;
         }
-        if !is_input_name(&name) {
-            continue;
+        if is_input_name(&name) {
+            let (size, plan) = (meta.len(), plan_for(&meta));
+            add_listed(opts, entry, size, Some(&meta), plan, &mut outputs, found);
         }
-        let plan = plan_for(&meta);
-        let listed = Listed {
-            folder,
-            at,
-            path,
-            relative: rel,
-        };
-        add_listed(
-            opts,
-            listed,
-            meta.len(),
-            Some(&meta),
-            plan,
-            &mut outputs,
-            found,
-        );
     }
 }
 
@@ -654,22 +619,8 @@ enum Kind {
 /// A regular file or a folder named `name` in the open folder `dir` (not following a link);
 /// `None` for anything else, or when it cannot be looked at.
 fn kind_at(dir: &fs::File, name: &OsStr) -> Option<Kind> {
-    use std::os::fd::AsRawFd;
     let name = std::ffi::CString::new(name.as_bytes()).ok()?;
-    // SAFETY: `stat` is plain memory that fstatat fills in; the name is NUL-terminated and
-    // outlives the call.
-    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-    let looked = unsafe {
-        libc::fstatat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            &mut stat,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if looked != 0 {
-        return None;
-    }
+    let stat = output::stat_at(dir, &name).ok()?;
     match stat.st_mode & libc::S_IFMT {
         libc::S_IFREG => Some(Kind::File(stat.st_size as u64)),
         libc::S_IFDIR => Some(Kind::Folder),
