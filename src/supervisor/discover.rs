@@ -638,8 +638,9 @@ struct Listed {
 }
 
 /// Inputs of one folder whose outputs would be the same file (`a.wav` and `a.WAV` both give
-/// `a-transformed.wav`): only a name whose extension is not exactly `.wav` can share its output
-/// with another, so only their stems are kept, and the first input of each.
+/// `a-transformed.wav`): their names share a stem (all but the 4-byte extension). Only stems
+/// that two names share are kept, and the first input of each: a folder of a million `*.WAV`
+/// files keeps nothing.
 struct SharedOutputs {
     stems: HashMap<Vec<u8>, Option<PathBuf>>,
     /// When outputs go beside the inputs: the hashes of the output names the folder holds.
@@ -649,10 +650,21 @@ struct SharedOutputs {
 impl SharedOutputs {
     fn of(catalog: &Catalog, listed: &[u32]) -> SharedOutputs {
         let mut stems = HashMap::new();
-        for &at in listed {
-            let name = catalog.name(at).as_bytes();
-            if is_input_name(OsStr::from_bytes(name)) && !name.ends_with(b".wav") {
-                stems.insert(name[..name.len() - 4].to_vec(), None);
+        let name = |at: u32| catalog.name(at).as_bytes();
+        let stem = |at: u32| &name(at)[..name(at).len() - 4];
+        let mut inputs: Vec<u32> = listed
+            .iter()
+            .copied()
+            .filter(|&at| is_input_name(catalog.name(at)))
+            .collect();
+        // Names that differ only in their extension's case are the only ones that can share a
+        // stem; without such an extension there is nothing to look for.
+        if inputs.iter().any(|&at| !name(at).ends_with(b".wav")) {
+            inputs.sort_unstable_by(|&a, &b| stem(a).cmp(stem(b)));
+            for pair in inputs.windows(2) {
+                if stem(pair[0]) == stem(pair[1]) {
+                    stems.insert(stem(pair[0]).to_vec(), None);
+                }
             }
         }
         SharedOutputs {
@@ -1054,6 +1066,7 @@ mod tests {
             "b.wav",
             "b-transformed.wav",
             ".c.wav",
+            "d.WAV",
         ] {
             std::fs::write(dir.path().join(name), b"x").unwrap();
         }
@@ -1083,9 +1096,10 @@ mod tests {
                     ))
                 ),
                 (out("b.wav"), out("b-transformed.wav"), Plan::Transform),
+                (out("d.WAV"), out("d-transformed.wav"), Plan::Transform),
             ]
         );
-        assert_eq!(found.inputs.total_bytes(), 4);
+        assert_eq!(found.inputs.total_bytes(), 5);
     }
 
     #[test]
