@@ -10,12 +10,15 @@ pub mod run;
 pub mod watch;
 
 use std::cmp::Reverse;
+use std::collections::HashSet;
+use std::path::PathBuf;
 
 use super::RunEnd;
-use super::discover::{Catalog, Input};
+use super::discover::{Catalog, Discovery, Input};
 use super::engine::{Decision, Engine};
 use super::executor::PoolEnd;
 use super::report::Counts;
+use super::sweep;
 
 /// Files the engine holds at once while a [`Feed`] hands it a catalogue: enough to keep every
 /// worker and a whole commit batch busy, few enough that memory does not grow with the corpus.
@@ -29,11 +32,25 @@ pub(crate) struct Feed {
     /// The outputs to make, by their index in the catalogue, largest input first.
     order: Vec<u32>,
     next: usize,
-    reported: bool,
 }
 
 impl Feed {
-    pub fn new(catalog: Catalog) -> Feed {
+    /// Makes the output folders (or refuses them: a link planted as one) and sweeps what a
+    /// killed run left in them, in that order and before any file is sent, so that nothing is
+    /// swept through a planted link; then reports the outputs decided without a worker.
+    pub fn start(found: Discovery, engine: &mut Engine, tag: &str) -> Feed {
+        for dir in found.inputs.output_folders(true) {
+            let _ = engine.make_folder(&dir);
+        }
+        let out_dirs: HashSet<PathBuf> = run::output_dirs(&found)
+            .into_iter()
+            .filter(|d| !engine.refused_dirs().contains(d))
+            .collect();
+        sweep(&out_dirs, tag);
+        let catalog = found.inputs;
+        for i in (0..catalog.len()).filter(|&i| !catalog.to_transform(i)) {
+            let _ = engine.decide(catalog.input(i));
+        }
         let mut order: Vec<u32> = (0..catalog.len())
             .filter(|&i| catalog.to_transform(i))
             .map(|i| i as u32)
@@ -43,7 +60,6 @@ impl Feed {
             catalog,
             order,
             next: 0,
-            reported: false,
         }
     }
 
@@ -64,12 +80,6 @@ impl Feed {
         engine: &mut Engine,
         mut still: impl FnMut(&mut Engine, Input),
     ) -> bool {
-        if !self.reported {
-            self.reported = true;
-            for i in (0..self.catalog.len()).filter(|&i| !self.catalog.to_transform(i)) {
-                let _ = engine.decide(self.catalog.input(i));
-            }
-        }
         if engine.executor().stopping() {
             return false;
         }

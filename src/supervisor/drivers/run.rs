@@ -12,7 +12,7 @@ use crate::supervisor::discover::{self, Discovery};
 use crate::supervisor::engine::{Engine, EngineConfig};
 use crate::supervisor::executor::{Executor, PoolEnd};
 use crate::supervisor::report::Reporter;
-use crate::supervisor::{RunEnd, RunError, RunOptions, dry_run, lock, sweep};
+use crate::supervisor::{RunEnd, RunError, RunOptions, dry_run, lock};
 
 /// `etl run`: transform every input.
 pub fn run(executor: &mut Executor, opts: &RunOptions) -> Result<RunEnd, RunError> {
@@ -51,7 +51,6 @@ pub fn run(executor: &mut Executor, opts: &RunOptions) -> Result<RunEnd, RunErro
         false,
     )?;
     let tag = opts.shard.tag();
-    let out_dirs = output_dirs(&found);
     let seed = opts.seed.unwrap_or_else(rand::random);
     if opts.seed.is_none() {
         tracing::info!("seed {seed} (pass --seed {seed} to reproduce this run)");
@@ -59,18 +58,7 @@ pub fn run(executor: &mut Executor, opts: &RunOptions) -> Result<RunEnd, RunErro
 
     let mut engine = Engine::new(executor, engine_config(opts, seed), reporter);
     engine.total_files = total_files;
-    // The output folders are made (or refused: a link planted as one) before anything is
-    // swept, and swept before any file is sent: never through a link planted as one of them.
-    for dir in found.inputs.output_folders(true) {
-        let _ = engine.make_folder(&dir);
-    }
-    let out_dirs: HashSet<PathBuf> = out_dirs
-        .into_iter()
-        .filter(|d| !engine.refused_dirs().contains(d))
-        .collect();
-    sweep(&out_dirs, &tag);
-    // Then the files, a window at a time.
-    let mut feed = Feed::new(found.inputs);
+    let mut feed = Feed::start(found, &mut engine, &tag);
     let end = engine.run(|engine| {
         let still =
             |engine: &mut Engine, input| engine.report_skip(&input, "still being written".into());

@@ -6,7 +6,7 @@
 //! status, watchdog), appends to its report (SIGHUP reopens it, for logrotate), can serve metrics,
 //! and stops cleanly on SIGTERM or SIGINT, in-flight work abandoned and cleaned as `run` does.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,14 +17,14 @@ use std::time::{Duration, Instant};
 use notify::{EventKind, RecursiveMode, Watcher};
 use sd_notify::NotifyState;
 
-use super::run::{discover_options, engine_config, output_dirs, summary};
+use super::run::{discover_options, engine_config, summary};
 use super::{Feed, run_end};
 use crate::supervisor::discover::{self, Found, Input, Plan};
 use crate::supervisor::engine::{Decision, Engine, EngineConfig};
 use crate::supervisor::executor::Executor;
 use crate::supervisor::metrics::{Metrics, Snapshot};
 use crate::supervisor::report::Reporter;
-use crate::supervisor::{RunEnd, RunError, RunOptions, lock, sweep};
+use crate::supervisor::{RunEnd, RunError, RunOptions, lock};
 
 /// How often the status line, the metrics and the watchdog are brought up to date.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
@@ -130,16 +130,7 @@ pub fn watch(executor: &mut Executor, opts: &WatchOptions) -> Result<RunEnd, Run
 
     // The catch-up: what `etl run` would do, handed to the engine a window at a time (a
     // service started over a million files holds the same memory as one over a thousand).
-    let out_dirs = output_dirs(&found);
-    for dir in found.inputs.output_folders(true) {
-        let _ = engine.make_folder(&dir);
-    }
-    let out_dirs: HashSet<PathBuf> = out_dirs
-        .into_iter()
-        .filter(|d| !engine.refused_dirs().contains(d))
-        .collect();
-    sweep(&out_dirs, &run.shard.tag());
-    let feed = Feed::new(found.inputs);
+    let feed = Feed::start(found, &mut engine, &run.shard.tag());
     let _ = sd_notify::notify(&[NotifyState::Ready]);
     tracing::info!(
         "watching {} for new files ({} to catch up on)",
