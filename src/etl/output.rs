@@ -490,24 +490,6 @@ pub fn flush_batch(files: &[&File]) -> Vec<io::Result<()>> {
         .collect()
 }
 
-/// Makes durable what was written on the file systems of a batch of output folders, each given
-/// with its device: one `syncfs` per file system, on the first folder found on it. Says for each
-/// folder, in order, whether that flush succeeded; where it failed, the caller flushes each file
-/// on its own ([`flush_at`]), so that the error lands on the files it concerns (see
-/// [`flush_batch`]).
-pub fn sync_folders(folders: &[(&OwnedFd, u64)]) -> Vec<bool> {
-    let mut filesystems: Vec<(u64, bool)> = Vec::new();
-    for (dir, dev) in folders {
-        if !filesystems.iter().any(|(d, _)| d == dev) {
-            filesystems.push((*dev, sync_filesystem(*dir).is_ok()));
-        }
-    }
-    folders
-        .iter()
-        .map(|(_, dev)| filesystems.iter().any(|(d, ok)| d == dev && *ok))
-        .collect()
-}
-
 /// Flushes the data of one temporary on its own, opened read-only in its folder `dir` without
 /// following a link: the fallback when the flush of its whole file system failed.
 pub fn flush_at(dir: &OwnedFd, temp: &Path) -> io::Result<()> {

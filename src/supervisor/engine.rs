@@ -8,11 +8,11 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use super::discover::{Input, Plan};
-use super::executor::{Completion, Executor, IdMap, PoolEnd, Step, Task, WorkerLost};
+use super::executor::{Completion, Executor, IdMap, PoolEnd, Step, Task, Waker, WorkerLost};
 use super::report::{FileRecord, Reporter, Status};
 use super::{make_output_folder, still_being_written, temp_path};
 use crate::etl::identity::{self, InputIdentity, Planned};
@@ -179,6 +179,9 @@ pub struct Engine<'e> {
     batch_bytes: u64,
     /// When the batch's first file arrived.
     batch_since: Option<Instant>,
+    /// The batch whose flush runs on the flusher thread, while the next one gathers.
+    flushing: Option<Flushing>,
+    flusher: Option<Flusher>,
 }
 
 impl<'e> Engine<'e> {
@@ -202,6 +205,8 @@ impl<'e> Engine<'e> {
             batch: Vec::new(),
             batch_bytes: 0,
             batch_since: None,
+            flushing: None,
+            flusher: None,
         }
     }
 
@@ -448,8 +453,12 @@ impl<'e> Engine<'e> {
     /// latest. Returns how the executor ended.
     pub fn run(&mut self, mut turn: impl FnMut(&mut Self) -> Option<Instant>) -> PoolEnd {
         loop {
+            self.land_flush(false);
             let mut until = turn(self);
-            if let Some(since) = self.batch_since {
+            // While a flush runs, the batch gathers: its end wakes the loop.
+            if let Some(since) = self.batch_since
+                && self.flushing.is_none()
+            {
                 let due = since + BATCH_DELAY;
                 if Instant::now() >= due {
                     self.commit_batch();
@@ -462,7 +471,7 @@ impl<'e> Engine<'e> {
                 Step::Idle => {}
                 Step::Ended(end) => {
                     // Files already finished are committed whatever ended the run.
-                    self.commit_batch();
+                    self.commit_all();
                     return end;
                 }
             }
@@ -532,10 +541,15 @@ impl<'e> Engine<'e> {
 
     /// Commits the finished files of the batch (group commit): each output's input is checked
     /// once more, each output folder is opened once, then ONE flush covers all their data (a
-    /// `syncfs` per filesystem, on a folder's descriptor), then each is checked, renamed into
-    /// place and reported, then each output folder is flushed once. No output gets its final
-    /// name before its data is on disk, and none without its report line right after.
+    /// `syncfs` per filesystem, on a folder's descriptor, run by the flusher thread while the
+    /// workers go on and the next batch gathers), then each is checked, renamed into place and
+    /// reported ([`Engine::land_flush`]), then each output folder is flushed once. No output gets
+    /// its final name before its data is on disk, and none without its report line right after.
+    /// One flush runs at a time: while it does, the batch waits and grows.
     fn commit_batch(&mut self) {
+        if self.flushing.is_some() {
+            return;
+        }
         let batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
         self.batch_since = None;
@@ -580,9 +594,100 @@ impl<'e> Engine<'e> {
                 Err(e) => self.fail(file, FailReason::Publish(copy_error(e))),
             }
         }
-        if self.config.fsync {
-            placed = self.flush(placed, &mut folders);
+        let batch = Flushing {
+            placed,
+            folders,
+            index,
+        };
+        if !self.config.fsync {
+            return self.publish(batch);
         }
+        // One descriptor per filesystem goes to the flusher.
+        let mut filesystems: Vec<(OwnedFd, u64)> = Vec::new();
+        for (dev, dir) in batch.folders.iter().filter_map(|b| b.opened.as_ref().ok()) {
+            if filesystems.iter().any(|(_, d)| d == dev) {
+                continue;
+            }
+            // A folder that cannot be shared with the thread is flushed file by file.
+            if let Ok(dir) = dir.try_clone() {
+                filesystems.push((dir, *dev));
+            }
+        }
+        let waker = self.executor.waker();
+        let flusher = self.flusher.get_or_insert_with(|| Flusher::start(waker));
+        if flusher.requests.send(filesystems).is_err() {
+            // The thread is gone (it never panics): every file is flushed on its own.
+            self.flushing = Some(batch);
+            return self.flushed(Vec::new());
+        }
+        self.flushing = Some(batch);
+    }
+
+    /// Renames the batch whose flush has ended into place, when it has; with `wait`, waits for
+    /// it. Then starts the next batch's flush if that batch is due.
+    fn land_flush(&mut self, wait: bool) {
+        let Some(flusher) = &self.flusher else {
+            return;
+        };
+        if self.flushing.is_none() {
+            return;
+        }
+        let synced = if wait {
+            flusher.results.recv().ok()
+        } else {
+            match flusher.results.try_recv() {
+                Ok(synced) => Some(synced),
+                Err(mpsc::TryRecvError::Empty) => return,
+                Err(mpsc::TryRecvError::Disconnected) => None,
+            }
+        };
+        self.flushed(synced.unwrap_or_default());
+        let due = self.batch.len() >= BATCH_FILES
+            || self.batch_bytes >= BATCH_BYTES
+            || self
+                .batch_since
+                .is_some_and(|since| since.elapsed() >= BATCH_DELAY);
+        if due {
+            self.commit_batch();
+        }
+    }
+
+    /// Commits every finished file, waiting for the flushes: the run is ending.
+    fn commit_all(&mut self) {
+        loop {
+            self.land_flush(true);
+            if self.batch.is_empty() && self.flushing.is_none() {
+                return;
+            }
+            self.commit_batch();
+        }
+    }
+
+    /// The flush of the batch's filesystems ended: `synced` lists the devices flushed. Outputs
+    /// on the others are flushed one by one (failing those that cannot be), then all are
+    /// published.
+    fn flushed(&mut self, synced: Vec<u64>) {
+        let Some(mut batch) = self.flushing.take() else {
+            return;
+        };
+        for folder in &mut batch.folders {
+            folder.synced = folder
+                .opened
+                .as_ref()
+                .is_ok_and(|(dev, _)| synced.contains(dev));
+        }
+        batch.placed = self.flush_unsynced(std::mem::take(&mut batch.placed), &batch.folders);
+        self.publish(batch);
+    }
+
+    /// Renames each output of a flushed batch into place and reports it, then flushes each
+    /// folder that got a name.
+    fn publish(&mut self, batch: Flushing) {
+        let Flushing {
+            placed,
+            mut folders,
+            index,
+        } = batch;
         for (file, mode, at) in placed {
             let Ok((_, dir)) = &folders[at].opened else {
                 continue;
@@ -639,30 +744,13 @@ impl<'e> Engine<'e> {
         Some(output::mode_from_metadata(now.ok().as_ref()))
     }
 
-    /// Flushes the data of the batch's outputs with one `syncfs` per filesystem (on a folder's
-    /// descriptor); where that fails, each output is flushed on its own. Returns the outputs
-    /// flushed, failing the others.
-    fn flush(
+    /// Flushes, one by one, the outputs of the batch whose filesystem's flush failed (or never
+    /// ran). Returns the outputs flushed, failing the others.
+    fn flush_unsynced(
         &mut self,
         placed: Vec<(u64, u32, usize)>,
-        folders: &mut [BatchFolder],
+        folders: &[BatchFolder],
     ) -> Vec<(u64, u32, usize)> {
-        let open: Vec<(usize, &OwnedFd, u64)> = folders
-            .iter()
-            .enumerate()
-            .filter_map(|(at, b)| b.opened.as_ref().ok().map(|(dev, dir)| (at, dir, *dev)))
-            .collect();
-        let pairs: Vec<(&OwnedFd, u64)> = open.iter().map(|&(_, dir, dev)| (dir, dev)).collect();
-        let synced = output::sync_folders(&pairs);
-        let synced: Vec<usize> = open
-            .iter()
-            .zip(synced)
-            .filter(|(_, ok)| *ok)
-            .map(|(&(at, _, _), _)| at)
-            .collect();
-        for at in synced {
-            folders[at].synced = true;
-        }
         let mut flushed = Vec::with_capacity(placed.len());
         for (file, mode, at) in placed {
             if folders[at].synced {
@@ -832,6 +920,48 @@ impl<'e> Engine<'e> {
             self.forget(id);
         }
         self.jobs.clear();
+    }
+}
+
+/// A batch of finished files on its way to their final names: what [`Engine::commit_batch`]
+/// prepared, kept while the flusher thread flushes their data.
+struct Flushing {
+    /// (file, mode, index in `folders`)
+    placed: Vec<(u64, u32, usize)>,
+    folders: Vec<BatchFolder>,
+    /// Each folder's index by its path (and whether it is below `--out-dir`).
+    index: HashMap<(PathBuf, bool), usize>,
+}
+
+/// The thread that flushes batches (`syncfs`, one per filesystem), so that the main thread keeps
+/// the workers fed meanwhile: a flush of tens of megabytes takes longer than the jobs a worker
+/// holds. Each request is a descriptor per filesystem; each answer, the devices flushed.
+struct Flusher {
+    requests: mpsc::Sender<Vec<(OwnedFd, u64)>>,
+    results: mpsc::Receiver<Vec<u64>>,
+}
+
+impl Flusher {
+    fn start(waker: Waker) -> Self {
+        let (requests, incoming) = mpsc::channel::<Vec<(OwnedFd, u64)>>();
+        let (answer, results) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("flusher".into())
+            .spawn(move || {
+                for filesystems in incoming {
+                    let synced: Vec<u64> = filesystems
+                        .iter()
+                        .filter(|(dir, _)| output::sync_filesystem(dir).is_ok())
+                        .map(|(_, dev)| *dev)
+                        .collect();
+                    if answer.send(synced).is_err() {
+                        return;
+                    }
+                    waker.wake();
+                }
+            })
+            .expect("cannot start the flusher thread");
+        Flusher { requests, results }
     }
 }
 
