@@ -11,7 +11,8 @@
 #   SHM_DIR    workloads on tmpfs (default /dev/shm/etl-bench-many)
 #   RUNS       timed runs per contender (default 3; 2 for the tiny files)
 #   WORKLOADS  which of speech short seed to time in `corpus` (default all three)
-#   MEM_FILES  files for `memory` (default 1000000), MEM_REAL=1 to also time a real run of them
+#   MEM_FILES  files for `memory` (default 1000000), MEM_REAL=1 to also time a real run of them,
+#              MEM_WATCH=1 to also measure `etl watch` catching up on them
 #   PYTHON     interpreter for bench/reference_pool.py (default python3)
 # Results: $DISK_DIR/results/*.json (hyperfine), *.mem (peak memory), summary.md.
 set -euo pipefail
@@ -57,8 +58,9 @@ make_workload() {   # name dir
 }
 
 # Outputs are moved into a trash folder rather than deleted before each run, and the trash is
-# deleted at the end: on ext4, creating a file scans past the inodes freed in the last 30 s of
-# its group, so deleting thousands of files before each run slows the next one (BENCHMARKS.md).
+# deleted at the end (or once it is large, see below): on ext4, creating a file scans past the
+# inodes freed in the last 30 s of its group, so deleting thousands of files before each run
+# slows the next one (BENCHMARKS.md).
 # On tmpfs the outputs are deleted instead: a file there is its dentry and inode, so a trash
 # of hundreds of thousands of files would slow every path lookup of the runs after it.
 prepare_cmd() {   # dir
@@ -68,8 +70,10 @@ prepare_cmd() {   # dir
         printf 'find %s -name %s -delete && rm -rf %s.cp' "$qd" "'*-transformed.wav'" "$qd"
         return
     fi
-    printf 'mkdir -p %s && t=$(mktemp -d %s/XXXXXX) && find %s -name %s -exec mv -t "$t" {} + && { [ ! -e %s.cp ] || mv %s.cp "$t/"; } && sync' \
-        "$qt" "$qt" "$qd" "'*-transformed.wav'" "$qd" "$qd"
+    # The trash is emptied once it holds 8 GB (a speech-corpus run leaves 1 GB), then the next
+    # run waits out the 30 s in which ext4 still scans past the freed inodes.
+    printf 'mkdir -p %s && { [ "$(du -sm %s | cut -f1)" -lt 8000 ] || { rm -rf %s/* && sync && sleep 31; }; } && t=$(mktemp -d %s/XXXXXX) && find %s -name %s -exec mv -t "$t" {} + && { [ ! -e %s.cp ] || mv %s.cp "$t/"; } && sync' \
+        "$qt" "$qt" "$qt" "$qt" "$qd" "'*-transformed.wav'" "$qd" "$qd"
 }
 
 time_workload() {   # label dir runs contender-set
@@ -97,8 +101,10 @@ time_workload() {   # label dir runs contender-set
                -n "cp + syncfs" "cp -r $qd $qd.cp && sync -f $qd.cp")
     fi
     say "timing $label ($dir)"
-    hyperfine "${args[@]}" >&2
+    local status=0
+    hyperfine "${args[@]}" >&2 || status=$?
     rm -rf "$dir.trash"
+    return "$status"
 }
 
 # The supervisor's peak RSS: /usr/bin/time -v (the largest single process of the tree) and a
@@ -115,6 +121,26 @@ peak_memory() {   # label command...
     wait "$pid" || true
     echo "$hwm" > "$OUT/$label.mem"
     say "$label: supervisor VmHWM $((hwm / 1024)) MiB (sampled)"
+}
+
+# The service catching up on a folder of `files` inputs: its supervisor's VmHWM sampled as
+# above until every file has its line, then SIGTERM.
+watch_memory() {   # label dir files
+    local label=$1 dir=$2 files=$3 lines=$OUT/$1.stdout hwm=0 v
+    "$ETL" watch "$dir" -j 2 -q --no-fsync --settle 0 >"$lines" 2>"$OUT/$label.stderr" &
+    local pid=$! start=$SECONDS
+    while kill -0 "$pid" 2>/dev/null; do
+        v=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+        [[ -n $v && $v -gt $hwm ]] && hwm=$v
+        (( $(wc -l <"$lines") >= files )) && break
+        sleep 0.2
+    done
+    local took=$((SECONDS - start))
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" || true
+    echo "$hwm" > "$OUT/$label.mem"
+    say "$label: supervisor VmHWM $((hwm / 1024)) MiB (sampled), $(wc -l <"$lines") files in ${took} s"
+    rm -f "$lines"
 }
 
 for part in "${PARTS[@]}"; do
@@ -138,6 +164,10 @@ for part in "${PARTS[@]}"; do
         fi
         if [[ ${MEM_REAL:-0} == 1 ]]; then
             peak_memory mem-run "$ETL" run "$SHM/mem" -j 2 -q --force --no-fsync
+            find "$SHM/mem" -name '*-transformed.wav' -delete
+        fi
+        if [[ ${MEM_WATCH:-0} == 1 ]]; then
+            watch_memory mem-watch "$SHM/mem" "${MEM_FILES:-1000000}"
             find "$SHM/mem" -name '*-transformed.wav' -delete
         fi
         # A million files on tmpfs are a million dentries that slow every path lookup of the
