@@ -438,6 +438,79 @@ fn systemd_hears_ready_status_and_watchdog_pings() {
     assert_eq!(watch.stop(libc::SIGTERM), 0, "{}", watch.stderr());
 }
 
+/// A service catching up on a folder does not hold on to the paths of what it writes itself (each
+/// output's unnamed file, temporary and final name raise change events): over a million files it
+/// would hold three million paths until the catch-up ends. Its systemd status says how many
+/// paths wait.
+#[test]
+fn catching_up_keeps_no_paths_of_its_own_outputs() {
+    let tmp = TempDir::new().unwrap();
+    let inbox = tmp.path().join("inbox");
+    fs::create_dir(&inbox).unwrap();
+    let tone = tone_bytes(0.01);
+    const FILES: usize = 400;
+    for i in 0..FILES {
+        fs::write(inbox.join(format!("clip{i}.wav")), &tone).unwrap();
+    }
+    common::settle(&inbox);
+    let socket_path = tmp.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut watch = Watch::start(
+        tmp.path(),
+        &["-j", "2", inbox.to_str().unwrap()],
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "100000"),
+        ],
+    );
+    let done = format!("STATUS={FILES} ok, 0 skipped, 0 failed;");
+    let mut statuses = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !statuses.iter().any(|s: &String| s.starts_with(&done)) {
+        let n = socket
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("{e}; statuses so far:\n{statuses:#?}"));
+        let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+        statuses.extend(
+            message
+                .lines()
+                .filter(|l| l.starts_with("STATUS="))
+                .map(String::from),
+        );
+    }
+    // Events of the last outputs may be read after that status: a few more messages.
+    for _ in 0..5 {
+        if let Ok(n) = socket.recv(&mut buf) {
+            let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+            statuses.extend(
+                message
+                    .lines()
+                    .filter(|l| l.starts_with("STATUS="))
+                    .map(String::from),
+            );
+        }
+    }
+    let waiting: Vec<&String> = statuses
+        .iter()
+        .filter(|s| !s.contains(" 0 waiting to settle"))
+        .collect();
+    assert!(
+        waiting.is_empty(),
+        "paths kept while catching up: {waiting:#?}"
+    );
+    assert_eq!(
+        files_below(&inbox)
+            .iter()
+            .filter(|n| n.ends_with("-transformed.wav"))
+            .count(),
+        FILES
+    );
+    assert_eq!(watch.stop(libc::SIGTERM), 0, "{}", watch.stderr());
+}
+
 /// The value of the sample `name` in a Prometheus text exposition.
 fn sample(text: &str, name: &str) -> Option<f64> {
     text.lines()

@@ -911,6 +911,23 @@ fn mark_duplicate_outputs(catalog: &mut Catalog) {
     }
 }
 
+/// Whether a path seen to change below the PATHs may matter to [`input_at`]: false for what it
+/// would never take, so that a service does not hold on to the paths of what it writes itself
+/// (its temporaries, hidden; its unnamed outputs, which events name `#INODE`; its outputs). A
+/// name an input cannot have may still be a folder with `-r`: that one is looked at.
+pub fn may_be_input(path: &Path, recursive: bool) -> bool {
+    let Some(name) = path.file_name() else {
+        return true;
+    };
+    if name.as_bytes().starts_with(b".") {
+        return false;
+    }
+    if is_input_name(name) {
+        return true;
+    }
+    recursive && fs::metadata(path).is_ok_and(|m| m.is_dir())
+}
+
 fn is_input_name(name: &OsStr) -> bool {
     let bytes = name.as_bytes();
     bytes.len() > 4
@@ -960,6 +977,33 @@ fn variant_output_name(input_name: &OsStr, variant: u32) -> std::ffi::OsString {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_names_an_input_can_have_or_folders_under_r_may_be_inputs() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let (folder, sub) = (tmp.path().join("x-transformed.wav"), tmp.path().join("sub"));
+        fs::create_dir(&folder).unwrap();
+        fs::create_dir(&sub).unwrap();
+        for recursive in [false, true] {
+            assert!(may_be_input(&tmp.path().join("a.wav"), recursive));
+            assert!(may_be_input(&tmp.path().join("B.WAV"), recursive));
+            // Our temporaries, our unnamed outputs as events name them, our outputs.
+            let temp = tmp.path().join(".a-transformed.wav.0of1.etl-tmp");
+            assert!(!may_be_input(&temp, recursive));
+            assert!(!may_be_input(&tmp.path().join("#10027095"), recursive));
+            assert!(!may_be_input(
+                &tmp.path().join("a-transformed.wav"),
+                recursive
+            ));
+            assert!(!may_be_input(
+                &tmp.path().join("a-transformed-2.wav"),
+                recursive
+            ));
+            // A folder, whatever its name, only matters below -r.
+            assert_eq!(may_be_input(&folder, recursive), recursive);
+            assert_eq!(may_be_input(&sub, recursive), recursive);
+        }
+    }
 
     #[test]
     fn names() {

@@ -200,6 +200,14 @@ impl Service<'_> {
         })
     }
 
+    /// Whether a changed path may be an input (or a folder of them): our own temporaries and
+    /// outputs are not, and are not kept (a catch-up over a million files would otherwise hold
+    /// two million paths until its end). A PATH itself always is.
+    fn may_matter(&self, path: &Path) -> bool {
+        self.roots.iter().any(|(_, given)| given == path)
+            || discover::may_be_input(path, self.opts.run.recursive)
+    }
+
     /// Looks at `path` at `due` (later, if it changes again before).
     fn arm(&mut self, path: PathBuf, due: Instant) {
         self.candidates.insert(path, due);
@@ -217,7 +225,9 @@ impl Service<'_> {
                     }
                     if is_change(&event.kind) {
                         for path in event.paths {
-                            if let Some(path) = self.as_given(&path) {
+                            if let Some(path) = self.as_given(&path)
+                                && self.may_matter(&path)
+                            {
                                 self.arm(path, now + self.settle());
                             }
                         }
