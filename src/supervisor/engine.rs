@@ -615,7 +615,11 @@ impl<'e> Engine<'e> {
         }
         let waker = self.executor.waker();
         let flusher = self.flusher.get_or_insert_with(|| Flusher::start(waker));
-        if flusher.requests.send(filesystems).is_err() {
+        if flusher
+            .requests
+            .send(FlushRequest::FileSystems(filesystems))
+            .is_err()
+        {
             // The thread is gone (it never panics): every file is flushed on its own.
             self.flushing = Some(batch);
             return self.flushed(Vec::new());
@@ -652,14 +656,18 @@ impl<'e> Engine<'e> {
         }
     }
 
-    /// Commits every finished file, waiting for the flushes: the run is ending.
+    /// Commits every finished file, waiting for the flushes (the folders' too): the run is
+    /// ending.
     fn commit_all(&mut self) {
         loop {
             self.land_flush(true);
             if self.batch.is_empty() && self.flushing.is_none() {
-                return;
+                break;
             }
             self.commit_batch();
+        }
+        if let Some(flusher) = self.flusher.take() {
+            flusher.finish();
         }
     }
 
@@ -699,25 +707,35 @@ impl<'e> Engine<'e> {
             };
             folders[at].renamed |= published;
         }
-        // The names' durability: one flush per folder, after all its renames.
-        if self.config.fsync {
-            for (path, at) in &index {
-                let folder = &folders[*at];
-                let Ok((_, dir)) = &folder.opened else {
-                    continue;
-                };
-                if !folder.renamed {
-                    continue;
-                }
-                // SAFETY: a plain system call on an open descriptor.
-                if unsafe { libc::fsync(dir.as_raw_fd()) } != 0 {
-                    tracing::warn!(
-                        "{}: cannot flush the folder: {}",
-                        path.0.display(),
-                        describe_io(&std::io::Error::last_os_error())
-                    );
+        // The names' durability: one flush per folder, after all its renames, on the flusher
+        // thread (in order: before the next batch's flush), waited for when the run ends.
+        if !self.config.fsync {
+            return;
+        }
+        let mut renamed: Vec<NamedFolder> = Vec::new();
+        let mut folders: Vec<Option<BatchFolder>> = folders.into_iter().map(Some).collect();
+        for ((path, _), at) in index {
+            if let Some(BatchFolder {
+                opened: Ok((dev, dir)),
+                renamed: true,
+                ..
+            }) = folders[at].take()
+            {
+                renamed.push(NamedFolder { dir, dev, path });
+            }
+        }
+        if renamed.is_empty() {
+            return;
+        }
+        match &self.flusher {
+            Some(flusher) => {
+                if let Err(mpsc::SendError(FlushRequest::Folders(renamed))) =
+                    flusher.requests.send(FlushRequest::Folders(renamed))
+                {
+                    sync_folders(renamed);
                 }
             }
+            None => sync_folders(renamed),
         }
     }
 
@@ -933,35 +951,102 @@ struct Flushing {
     index: HashMap<(PathBuf, bool), usize>,
 }
 
-/// The thread that flushes batches (`syncfs`, one per filesystem), so that the main thread keeps
-/// the workers fed meanwhile: a flush of tens of megabytes takes longer than the jobs a worker
-/// holds. Each request is a descriptor per filesystem; each answer, the devices flushed.
+/// The thread that flushes batches (`syncfs`, one per filesystem) and then their folders, so
+/// that the main thread keeps the workers fed meanwhile: a flush of tens of megabytes takes
+/// longer than the jobs a worker holds. Requests are served in order.
+///
+/// A folder's flush waits up to [`BATCH_DELAY`] for the next batch: a `syncfs` of its file
+/// system that starts after the renames covers their names too (it writes every dirty block of
+/// the file system, the folder's among them, then flushes the disk's cache), so a run of
+/// batches costs one flush of the disk each instead of two.
 struct Flusher {
-    requests: mpsc::Sender<Vec<(OwnedFd, u64)>>,
+    requests: mpsc::Sender<FlushRequest>,
+    /// For each [`FlushRequest::FileSystems`], the devices flushed.
     results: mpsc::Receiver<Vec<u64>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+enum FlushRequest {
+    /// A descriptor per file system to flush; answered.
+    FileSystems(Vec<(OwnedFd, u64)>),
+    /// Folders to flush after renames into them; a failure is logged.
+    Folders(Vec<NamedFolder>),
+}
+
+/// A folder outputs were renamed into, open, with its device.
+struct NamedFolder {
+    dir: OwnedFd,
+    dev: u64,
+    path: PathBuf,
 }
 
 impl Flusher {
     fn start(waker: Waker) -> Self {
-        let (requests, incoming) = mpsc::channel::<Vec<(OwnedFd, u64)>>();
+        let (requests, incoming) = mpsc::channel::<FlushRequest>();
         let (answer, results) = mpsc::channel();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("flusher".into())
             .spawn(move || {
-                for filesystems in incoming {
-                    let synced: Vec<u64> = filesystems
-                        .iter()
-                        .filter(|(dir, _)| output::sync_filesystem(dir).is_ok())
-                        .map(|(_, dev)| *dev)
-                        .collect();
-                    if answer.send(synced).is_err() {
-                        return;
+                // Folders whose names wait for a flush.
+                let mut pending: Vec<NamedFolder> = Vec::new();
+                loop {
+                    let request = if pending.is_empty() {
+                        incoming
+                            .recv()
+                            .map_err(|_| mpsc::RecvTimeoutError::Disconnected)
+                    } else {
+                        incoming.recv_timeout(BATCH_DELAY)
+                    };
+                    match request {
+                        Ok(FlushRequest::FileSystems(filesystems)) => {
+                            let synced: Vec<u64> = filesystems
+                                .iter()
+                                .filter(|(dir, _)| output::sync_filesystem(dir).is_ok())
+                                .map(|(_, dev)| *dev)
+                                .collect();
+                            pending.retain(|f| !synced.contains(&f.dev));
+                            if answer.send(synced).is_err() {
+                                return sync_folders(pending);
+                            }
+                            waker.wake();
+                        }
+                        Ok(FlushRequest::Folders(folders)) => pending.extend(folders),
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            sync_folders(std::mem::take(&mut pending))
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            return sync_folders(pending);
+                        }
                     }
-                    waker.wake();
                 }
             })
             .expect("cannot start the flusher thread");
-        Flusher { requests, results }
+        Flusher {
+            requests,
+            results,
+            thread,
+        }
+    }
+
+    /// Waits for what was asked of the thread, and ends it.
+    fn finish(self) {
+        drop(self.requests);
+        let _ = self.thread.join();
+    }
+}
+
+/// Flushes folders after renames into them (the names' durability); a failure is logged, as the
+/// outputs are complete and named.
+fn sync_folders(folders: Vec<NamedFolder>) {
+    for NamedFolder { dir, path, .. } in folders {
+        // SAFETY: a plain system call on an open descriptor.
+        if unsafe { libc::fsync(dir.as_raw_fd()) } != 0 {
+            tracing::warn!(
+                "{}: cannot flush the folder: {}",
+                path.display(),
+                describe_io(&std::io::Error::last_os_error())
+            );
+        }
     }
 }
 
