@@ -987,15 +987,20 @@ impl Flusher {
         let thread = std::thread::Builder::new()
             .name("flusher".into())
             .spawn(move || {
-                // Folders whose names wait for a flush.
+                // Folders whose names wait for a flush, and since when: never longer than the
+                // batch delay, whatever else comes meanwhile (another file system's batches).
                 let mut pending: Vec<NamedFolder> = Vec::new();
+                let mut since = Instant::now();
                 loop {
+                    if !pending.is_empty() && since.elapsed() >= BATCH_DELAY {
+                        sync_folders(std::mem::take(&mut pending));
+                    }
                     let request = if pending.is_empty() {
                         incoming
                             .recv()
                             .map_err(|_| mpsc::RecvTimeoutError::Disconnected)
                     } else {
-                        incoming.recv_timeout(BATCH_DELAY)
+                        incoming.recv_timeout(BATCH_DELAY.saturating_sub(since.elapsed()))
                     };
                     match request {
                         Ok(FlushRequest::FileSystems(filesystems)) => {
@@ -1010,7 +1015,12 @@ impl Flusher {
                             }
                             waker.wake();
                         }
-                        Ok(FlushRequest::Folders(folders)) => pending.extend(folders),
+                        Ok(FlushRequest::Folders(folders)) => {
+                            if pending.is_empty() {
+                                since = Instant::now();
+                            }
+                            pending.extend(folders);
+                        }
                         Err(mpsc::RecvTimeoutError::Timeout) => {
                             sync_folders(std::mem::take(&mut pending))
                         }
