@@ -337,7 +337,6 @@ fn write(
         }
         Ok::<(), TransformError>(())
     })?;
-    writeback.finish();
     if !header_written {
         output
             .write_all_at(&header.bytes, 0)
@@ -422,15 +421,6 @@ impl<'a> Writeback<'a> {
         }
         self.pending.end = offset + len;
         if self.pending.end - self.pending.start >= Self::STEP {
-            self.start(self.pending.clone());
-            self.pending = self.pending.end..self.pending.end;
-        }
-    }
-
-    /// Hands the disk what is still pending: a small output starts its way to the disk as soon
-    /// as it is written, not when the batch's flush comes.
-    fn finish(&mut self) {
-        if self.enabled && self.pending.end > self.pending.start {
             self.start(self.pending.clone());
             self.pending = self.pending.end..self.pending.end;
         }
