@@ -401,24 +401,36 @@ fn sigterm_stops_the_service_with_0_no_worker_left_and_no_temporary() {
     assert_eq!(summary["summary"]["end"], "interrupted by SIGTERM");
 }
 
+/// Starts `etl watch -j JOBS INBOX` as systemd would: a socket to notify, and a watchdog of
+/// `watchdog_usec`. Gives the service and the socket it talks to.
+fn watch_under_systemd(
+    cwd: &Path,
+    inbox: &Path,
+    jobs: &str,
+    watchdog_usec: &str,
+) -> (Watch, UnixDatagram) {
+    let socket_path = cwd.join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let watch = Watch::start(
+        cwd,
+        &["-j", jobs, inbox.to_str().unwrap()],
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", watchdog_usec),
+        ],
+    );
+    (watch, socket)
+}
+
 #[test]
 fn systemd_hears_ready_status_and_watchdog_pings() {
     let tmp = TempDir::new().unwrap();
     let inbox = tmp.path().join("inbox");
     fs::create_dir(&inbox).unwrap();
-    let socket_path = tmp.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut watch = Watch::start(
-        tmp.path(),
-        &["-j", "1", inbox.to_str().unwrap()],
-        &[
-            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
-            ("WATCHDOG_USEC", "400000"),
-        ],
-    );
+    let (mut watch, socket) = watch_under_systemd(tmp.path(), &inbox, "1", "400000");
     let mut heard = String::new();
     let mut buf = [0u8; 4096];
     while !(heard.contains("READY=1")
@@ -453,45 +465,25 @@ fn catching_up_keeps_no_paths_of_its_own_outputs() {
         fs::write(inbox.join(format!("clip{i}.wav")), &tone).unwrap();
     }
     common::settle(&inbox);
-    let socket_path = tmp.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut watch = Watch::start(
-        tmp.path(),
-        &["-j", "2", inbox.to_str().unwrap()],
-        &[
-            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
-            ("WATCHDOG_USEC", "100000"),
-        ],
-    );
+    let (mut watch, socket) = watch_under_systemd(tmp.path(), &inbox, "2", "100000");
     let done = format!("STATUS={FILES} ok, 0 skipped, 0 failed;");
-    let mut statuses = Vec::new();
+    let mut statuses: Vec<String> = Vec::new();
     let mut buf = [0u8; 4096];
-    while !statuses.iter().any(|s: &String| s.starts_with(&done)) {
-        let n = socket
-            .recv(&mut buf)
-            .unwrap_or_else(|e| panic!("{e}; statuses so far:\n{statuses:#?}"));
-        let message = String::from_utf8_lossy(&buf[..n]).into_owned();
-        statuses.extend(
-            message
-                .lines()
-                .filter(|l| l.starts_with("STATUS="))
-                .map(String::from),
-        );
+    let mut hear = |statuses: &mut Vec<String>| -> std::io::Result<()> {
+        let n = socket.recv(&mut buf)?;
+        let message = String::from_utf8_lossy(&buf[..n]);
+        let lines = message.lines().filter(|l| l.starts_with("STATUS="));
+        statuses.extend(lines.map(String::from));
+        Ok(())
+    };
+    while !statuses.iter().any(|s| s.starts_with(&done)) {
+        if let Err(e) = hear(&mut statuses) {
+            panic!("{e}; statuses so far:\n{statuses:#?}");
+        }
     }
     // Events of the last outputs may be read after that status: a few more messages.
     for _ in 0..5 {
-        if let Ok(n) = socket.recv(&mut buf) {
-            let message = String::from_utf8_lossy(&buf[..n]).into_owned();
-            statuses.extend(
-                message
-                    .lines()
-                    .filter(|l| l.starts_with("STATUS="))
-                    .map(String::from),
-            );
-        }
+        let _ = hear(&mut statuses);
     }
     let waiting: Vec<&String> = statuses
         .iter()

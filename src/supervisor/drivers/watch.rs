@@ -200,9 +200,9 @@ impl Service<'_> {
         })
     }
 
-    /// Whether a changed path may be an input (or a folder of them): our own temporaries and
-    /// outputs are not, and are not kept (a catch-up over a million files would otherwise hold
-    /// two million paths until its end). A PATH itself always is.
+    /// Whether a changed path may be an input (or a folder of them): our own unnamed outputs,
+    /// temporaries and outputs are not, and are not kept (a catch-up over a million files would
+    /// otherwise hold three million paths until its end). A PATH itself always is.
     fn may_matter(&self, path: &Path) -> bool {
         self.roots.iter().any(|(_, given)| given == path)
             || discover::may_be_input(path, self.opts.run.recursive)
