@@ -456,47 +456,19 @@ pub fn sync_folder(path: &Path) -> io::Result<()> {
     File::open(folder(path))?.sync_all()
 }
 
-/// Makes the data of a batch of files written without a flush durable, with one `syncfs` per
-/// filesystem they are on, and returns each file's outcome, in order. Cheaper than a flush per
-/// file: measured on ext4 (BENCHMARKS.md, "Flushing a batch"), 2000 files of 44 KB took 1.14× the
-/// time of no flush at all with `syncfs`, 3.8× with early `sync_file_range` then `fdatasync` of
-/// each, and 9× with an fsync of each. `syncfs` also writes what other processes left dirty on
-/// the filesystem, and says only that some write-back failed, not which: when it fails, each
-/// file is flushed on its own, so that the error lands on the files it concerns.
-pub fn flush_batch(files: &[&File]) -> Vec<io::Result<()>> {
-    let mut filesystems: Vec<(u64, io::Result<()>)> = Vec::new();
-    let devices: Vec<io::Result<u64>> = files
-        .iter()
-        .map(|f| f.metadata().map(|m| m.dev()))
-        .collect();
-    for (file, dev) in files.iter().zip(&devices) {
-        if let Ok(dev) = dev
-            && !filesystems.iter().any(|(d, _)| d == dev)
-        {
-            filesystems.push((*dev, sync_filesystem(*file)));
-        }
-    }
-    files
-        .iter()
-        .zip(devices)
-        .map(|(file, dev)| {
-            let synced = dev.is_ok_and(|dev| {
-                filesystems
-                    .iter()
-                    .any(|(d, result)| *d == dev && result.is_ok())
-            });
-            if synced { Ok(()) } else { file.sync_data() }
-        })
-        .collect()
-}
-
 /// Flushes the data of one temporary on its own, opened read-only in its folder `dir` without
 /// following a link: the fallback when the flush of its whole file system failed.
 pub fn flush_at(dir: &OwnedFd, temp: &Path) -> io::Result<()> {
     open_at(dir, &c_name(temp)?, temp)?.sync_data()
 }
 
-/// Flushes the whole filesystem `file` is on (`syncfs`): every dirty page and inode on it.
+/// Flushes the whole filesystem `file` is on (`syncfs`): every dirty page and inode on it. How a
+/// batch of outputs is made durable: measured on ext4 (BENCHMARKS.md, "Flushing a batch"), 2000
+/// files of 44 KB took 1.14× the time of no flush at all with one `syncfs`, 3.8× with early
+/// `sync_file_range` then `fdatasync` of each, and 9× with an fsync of each. `syncfs` also writes
+/// what other processes left dirty on the filesystem, and says only that some write-back failed,
+/// not which: when it fails, each file is flushed on its own ([`flush_at`]), so that the error
+/// lands on the files it concerns.
 pub fn sync_filesystem(file: &impl AsRawFd) -> io::Result<()> {
     // SAFETY: a plain system call on an open descriptor.
     if unsafe { libc::syncfs(file.as_raw_fd()) } == 0 {
@@ -543,7 +515,7 @@ fn unnamed_files_work() -> bool {
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::os::unix::fs::{FileExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
 
     fn names(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(dir)
@@ -575,23 +547,6 @@ mod tests {
             assert_eq!(fs::read(&temp).unwrap(), content);
             assert_eq!(names(dir.path()), [".a-transformed.wav.x.etl-tmp"]);
         }
-    }
-
-    #[test]
-    fn a_batch_is_flushed_once_per_filesystem_and_every_file_gets_its_outcome() {
-        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-        let files: Vec<File> = (0..5)
-            .map(|i| {
-                let file = create_new(&dirs[i % 2].path().join(format!("f{i}"))).unwrap();
-                file.write_all_at(&[i as u8; 1000], 0).unwrap();
-                file
-            })
-            .collect();
-        let refs: Vec<&File> = files.iter().collect();
-        let outcomes = flush_batch(&refs);
-        assert_eq!(outcomes.len(), 5);
-        assert!(outcomes.iter().all(|o| o.is_ok()), "{outcomes:?}");
-        assert!(flush_batch(&[]).is_empty());
     }
 
     #[test]

@@ -180,7 +180,7 @@ pub struct Engine<'e> {
     /// When the batch's first file arrived.
     batch_since: Option<Instant>,
     /// The batch whose flush runs on the flusher thread, while the next one gathers.
-    flushing: Option<Flushing>,
+    flushing: Option<ReadyBatch>,
     flusher: Option<Flusher>,
 }
 
@@ -534,71 +534,65 @@ impl<'e> Engine<'e> {
         self.batch_bytes += f.input.size;
         self.batch.push(file);
         self.batch_since.get_or_insert_with(Instant::now);
-        if self.batch.len() >= BATCH_FILES || self.batch_bytes >= BATCH_BYTES {
+        if self.batch_full() {
             self.commit_batch();
         }
     }
 
-    /// Commits the finished files of the batch (group commit): each output's input is checked
-    /// once more, each output folder is opened once, then ONE flush covers all their data (a
-    /// `syncfs` per filesystem, on a folder's descriptor, run by the flusher thread while the
-    /// workers go on and the next batch gathers), then each is checked, renamed into place and
-    /// reported ([`Engine::land_flush`]), then each output folder is flushed once. No output gets
-    /// its final name before its data is on disk, and none without its report line right after.
-    /// One flush runs at a time: while it does, the batch waits and grows.
+    /// The batch holds as many files or bytes as one flush should cover.
+    fn batch_full(&self) -> bool {
+        self.batch.len() >= BATCH_FILES || self.batch_bytes >= BATCH_BYTES
+    }
+
+    /// Commits the finished files of the batch (group commit): each output folder is opened
+    /// once, then ONE flush covers all their data (a `syncfs` per filesystem, on a folder's
+    /// descriptor, run by the flusher thread while the workers go on and the next batch gathers),
+    /// then each output's input is checked once more, the output renamed into place and reported
+    /// ([`Engine::publish`]), then each output folder is flushed. No output gets its final name
+    /// before its data is on disk, and none without its report line right after. One flush runs
+    /// at a time: while it does, the batch waits and grows.
     fn commit_batch(&mut self) {
         if self.flushing.is_some() {
             return;
         }
-        let batch = std::mem::take(&mut self.batch);
+        let files = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
         self.batch_since = None;
-        if batch.is_empty() {
+        if files.is_empty() {
             return;
-        }
-        let mut ready = Vec::with_capacity(batch.len());
-        for file in batch {
-            if let Some(mode) = self.still_unchanged(file) {
-                ready.push((file, mode));
-            }
         }
         // Each folder once for the whole batch: its descriptor serves the checks, the renames
         // and the flushes.
-        let mut folders: Vec<BatchFolder> = Vec::new();
+        let mut batch = ReadyBatch {
+            placed: Vec::with_capacity(files.len()),
+            folders: Vec::new(),
+        };
         let mut index: HashMap<(PathBuf, bool), usize> = HashMap::new();
-        let mut placed = Vec::with_capacity(ready.len());
-        for (file, mode) in ready {
+        for file in files {
             let f = &self.files[&file];
             let below = match f.work {
                 Work::Transform => self.config.out_dir.as_deref(),
                 Work::Generate(_) => None,
             };
             let path = output::folder(&f.input.output).to_path_buf();
-            let key = (path, below.is_some());
-            let at = match index.get(&key) {
-                Some(&at) => at,
-                None => {
-                    let opened = output::open_folder(&key.0, below)
+            let at = *index
+                .entry((path.clone(), below.is_some()))
+                .or_insert_with(|| {
+                    let opened = output::open_folder(&path, below)
                         .and_then(|dir| Ok((output::device_of(&dir)?, dir)));
-                    folders.push(BatchFolder {
+                    batch.folders.push(BatchFolder {
+                        path,
                         opened,
                         synced: false,
                         renamed: false,
                     });
-                    index.insert(key, folders.len() - 1);
-                    folders.len() - 1
-                }
-            };
-            match &folders[at].opened {
-                Ok(_) => placed.push((file, mode, at)),
+                    batch.folders.len() - 1
+                });
+            match &batch.folders[at].opened {
+                Ok(_) => batch.placed.push((file, at)),
                 Err(e) => self.fail(file, FailReason::Publish(copy_error(e))),
             }
         }
-        let batch = Flushing {
-            placed,
-            folders,
-            index,
-        };
         if !self.config.fsync {
             return self.publish(batch);
         }
@@ -615,16 +609,15 @@ impl<'e> Engine<'e> {
         }
         let waker = self.executor.waker();
         let flusher = self.flusher.get_or_insert_with(|| Flusher::start(waker));
-        if flusher
+        let sent = flusher
             .requests
             .send(FlushRequest::FileSystems(filesystems))
-            .is_err()
-        {
-            // The thread is gone (it never panics): every file is flushed on its own.
-            self.flushing = Some(batch);
-            return self.flushed(Vec::new());
-        }
+            .is_ok();
         self.flushing = Some(batch);
+        if !sent {
+            // The thread is gone (it never panics): every file is flushed on its own.
+            self.flushed(Vec::new());
+        }
     }
 
     /// Renames the batch whose flush has ended into place, when it has; with `wait`, waits for
@@ -646,12 +639,10 @@ impl<'e> Engine<'e> {
             }
         };
         self.flushed(synced.unwrap_or_default());
-        let due = self.batch.len() >= BATCH_FILES
-            || self.batch_bytes >= BATCH_BYTES
-            || self
-                .batch_since
-                .is_some_and(|since| since.elapsed() >= BATCH_DELAY);
-        if due {
+        let waited = self
+            .batch_since
+            .is_some_and(|since| since.elapsed() >= BATCH_DELAY);
+        if self.batch_full() || waited {
             self.commit_batch();
         }
     }
@@ -688,16 +679,18 @@ impl<'e> Engine<'e> {
         self.publish(batch);
     }
 
-    /// Renames each output of a flushed batch into place and reports it, then flushes each
-    /// folder that got a name.
-    fn publish(&mut self, batch: Flushing) {
-        let Flushing {
+    /// Checks each input of a flushed batch a last time, renames its output into place and
+    /// reports it, then flushes each folder that got a name.
+    fn publish(&mut self, batch: ReadyBatch) {
+        let ReadyBatch {
             placed,
             mut folders,
-            index,
         } = batch;
-        for (file, mode, at) in placed {
+        for (file, at) in placed {
             let Ok((_, dir)) = &folders[at].opened else {
+                continue;
+            };
+            let Some(mode) = self.still_unchanged(file) else {
                 continue;
             };
             let published = match self.files.get(&file).map(|f| f.work) {
@@ -712,18 +705,18 @@ impl<'e> Engine<'e> {
         if !self.config.fsync {
             return;
         }
-        let mut renamed: Vec<NamedFolder> = Vec::new();
-        let mut folders: Vec<Option<BatchFolder>> = folders.into_iter().map(Some).collect();
-        for ((path, _), at) in index {
-            if let Some(BatchFolder {
-                opened: Ok((dev, dir)),
-                renamed: true,
-                ..
-            }) = folders[at].take()
-            {
-                renamed.push(NamedFolder { dir, dev, path });
-            }
-        }
+        let renamed: Vec<NamedFolder> = folders
+            .into_iter()
+            .filter_map(|folder| match folder {
+                BatchFolder {
+                    path,
+                    opened: Ok((dev, dir)),
+                    renamed: true,
+                    ..
+                } => Some(NamedFolder { dir, dev, path }),
+                _ => None,
+            })
+            .collect();
         if renamed.is_empty() {
             return;
         }
@@ -766,13 +759,13 @@ impl<'e> Engine<'e> {
     /// ran). Returns the outputs flushed, failing the others.
     fn flush_unsynced(
         &mut self,
-        placed: Vec<(u64, u32, usize)>,
+        placed: Vec<(u64, usize)>,
         folders: &[BatchFolder],
-    ) -> Vec<(u64, u32, usize)> {
+    ) -> Vec<(u64, usize)> {
         let mut flushed = Vec::with_capacity(placed.len());
-        for (file, mode, at) in placed {
+        for (file, at) in placed {
             if folders[at].synced {
-                flushed.push((file, mode, at));
+                flushed.push((file, at));
                 continue;
             }
             let Ok((_, dir)) = &folders[at].opened else {
@@ -780,7 +773,7 @@ impl<'e> Engine<'e> {
             };
             let temp = temp_path(&self.files[&file].input.output, &self.config.tag);
             match output::flush_at(dir, &temp) {
-                Ok(()) => flushed.push((file, mode, at)),
+                Ok(()) => flushed.push((file, at)),
                 Err(e) => self.fail(file, FailReason::Flush(e)),
             }
         }
@@ -943,12 +936,10 @@ impl<'e> Engine<'e> {
 
 /// A batch of finished files on its way to their final names: what [`Engine::commit_batch`]
 /// prepared, kept while the flusher thread flushes their data.
-struct Flushing {
-    /// (file, mode, index in `folders`)
-    placed: Vec<(u64, u32, usize)>,
+struct ReadyBatch {
+    /// Each file, with the index of its folder in `folders`.
+    placed: Vec<(u64, usize)>,
     folders: Vec<BatchFolder>,
-    /// Each folder's index by its path (and whether it is below `--out-dir`).
-    index: HashMap<(PathBuf, bool), usize>,
 }
 
 /// The thread that flushes batches (`syncfs`, one per filesystem) and then their folders, so
@@ -1062,6 +1053,7 @@ fn sync_folders(folders: Vec<NamedFolder>) {
 
 /// An output folder of a batch being committed.
 struct BatchFolder {
+    path: PathBuf,
     /// Its device and descriptor, or why it could not be opened.
     opened: std::io::Result<(u64, OwnedFd)>,
     /// The flush of its filesystem succeeded.
