@@ -5,13 +5,18 @@
 //! worker's command line; the worker connects and sends [`FromWorker::Hello`] carrying the sender
 //! on which it will take [`ToWorker`] messages. The receiver the supervisor gets from `accept()`
 //! then carries that worker's results, and closes when the worker dies.
+//!
+//! Results come back in small groups ([`FromWorker::Done`]): one message per tiny file would cost
+//! both sides more than the file. What the supervisor must still know exactly when a worker dies
+//! (which job it was running, the only one charged an attempt) the worker keeps in a word of
+//! memory shared with the supervisor ([`Progress`]), set before it starts each job.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ipc_channel::ipc::IpcSender;
+use ipc_channel::ipc::{IpcSender, IpcSharedMemory};
 use serde::{Deserialize, Serialize};
 
 use crate::etl::identity::InputIdentity;
@@ -42,8 +47,8 @@ impl From<&Path> for WirePath {
 pub enum ToWorker {
     Transform(Arc<TransformJob>),
     Generate(Arc<GenerateJob>),
-    /// Several small jobs in one message, run in order: the worker sends one result per job, as
-    /// it finishes each, so the supervisor always knows which one is running.
+    /// Several small jobs in one message, run in order. Their results come back a few at a time;
+    /// the worker's [`Progress`] says which one is running.
     Batch(Vec<ToWorker>),
 }
 
@@ -76,8 +81,56 @@ pub struct GenerateJob {
 
 #[derive(Serialize, Deserialize)]
 pub enum FromWorker {
-    Hello { pid: u32, jobs: IpcSender<ToWorker> },
-    Done(JobResult),
+    Hello {
+        pid: u32,
+        jobs: IpcSender<ToWorker>,
+        progress: Progress,
+    },
+    /// The results of jobs that ended, in the order they ran.
+    Done(Vec<JobResult>),
+}
+
+/// The id of the job a worker started last, in memory it shares with the supervisor: written by
+/// the worker before each job (a store, no system call), read by the supervisor once the worker
+/// is dead, to tell the job that was running from those that ended but whose results were lost
+/// with the worker, and from those it never started.
+/// A clone maps the same memory again.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Progress(IpcSharedMemory);
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress::new()
+    }
+}
+
+impl Progress {
+    /// No job started yet.
+    const NONE: u64 = u64::MAX;
+
+    pub fn new() -> Progress {
+        Progress(IpcSharedMemory::from_bytes(&Self::NONE.to_ne_bytes()))
+    }
+
+    /// The shared word. The mapping is page-aligned, 8 bytes long, readable and writable in both
+    /// processes (`MAP_SHARED` of one memfd).
+    fn word(&self) -> &std::sync::atomic::AtomicU64 {
+        assert!(self.0.len() >= 8 && self.0.as_ptr().align_offset(8) == 0);
+        // SAFETY: checked above: 8 aligned bytes, mapped for as long as `self` lives; every
+        // access to them, in either process, is atomic.
+        unsafe { std::sync::atomic::AtomicU64::from_ptr(self.0.as_ptr() as *mut u64) }
+    }
+
+    /// The worker: job `id` starts now.
+    pub fn started(&self, id: u64) {
+        self.word().store(id, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The supervisor: the job the worker started last, if any.
+    pub fn current(&self) -> Option<u64> {
+        let id = self.word().load(std::sync::atomic::Ordering::Acquire);
+        (id != Self::NONE).then_some(id)
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -121,5 +174,23 @@ impl JobFailure {
             JobFailure::Io { errno: None, .. } => Some(std::io::ErrorKind::Other),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_is_seen_through_every_mapping_of_it() {
+        let worker = Progress::new();
+        let supervisor = worker.clone();
+        assert_eq!(supervisor.current(), None);
+        worker.started(0);
+        assert_eq!(supervisor.current(), Some(0));
+        worker.started(41);
+        assert_eq!(supervisor.current(), Some(41));
+        drop(worker);
+        assert_eq!(supervisor.current(), Some(41));
     }
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 mod common;
-use common::{etl_command, output_of, temp_files};
+use common::{etl_command, is_output_being_written, output_of, temp_files};
 
 /// Longest any single wait in these tests may take before it counts as a hang.
 const HANG: Duration = Duration::from_secs(60);
@@ -320,12 +320,7 @@ impl Supervisor {
                         && p.extension().is_some_and(|e| e == "wav")
                         && !p.file_name().unwrap().to_string_lossy().starts_with('.')
                 });
-                // The output being written: unnamed (`/dir/#123 (deleted)`, O_TMPFILE) or, on
-                // filesystems without unnamed files, a temporary name.
-                let temp = files.iter().any(|p| {
-                    let p = p.to_string_lossy();
-                    p.ends_with(".etl-tmp") || p.ends_with(" (deleted)")
-                });
+                let temp = files.iter().any(|p| is_output_being_written(p));
                 if let (Some(input), true) = (input, temp) {
                     return Some(Caught {
                         pid: w,
@@ -576,6 +571,36 @@ fn a_killed_worker_without_retries_fails_its_file_and_only_it() {
     );
     assert!(!output_of(&caught.input).exists(), "partial output left");
     assert_eq!(check_clean(&scene.dir, &sup.seen), 31);
+}
+
+/// Tiny files go to a worker many at a time and their results come back in groups, so when a
+/// worker dies it may have finished files the supervisor has not heard of yet. Only the file it
+/// was working on is charged the attempt (the worker says which one in memory it shares with the
+/// supervisor); the others are done again.
+#[test]
+fn a_killed_worker_holding_results_of_tiny_files_fails_only_the_file_it_was_on() {
+    let scene = Scene::with(600, &["--duration", "0.005"]);
+    let dir = scene.dir_str();
+    let args = ["run", dir, "-j", "2", "--retries", "0", "--no-progress"];
+    let (mut sup, caught) = start_and_catch(&scene, &args);
+    signal(caught.pid, libc::SIGKILL);
+
+    let end = sup.finish();
+    end.expect_code(1);
+    let input = caught.input.display().to_string();
+    let killed = end.stderr_lines_with("worker killed by SIGKILL");
+    assert_eq!(killed.len(), 1, "{}", end.stderr);
+    assert!(killed[0].contains(&format!("{input}: ")), "{}", killed[0]);
+    assert_eq!(
+        end.counts(),
+        Counts {
+            ok: 599,
+            failed: 1,
+            ..Counts::default()
+        }
+    );
+    assert!(!output_of(&caught.input).exists(), "partial output left");
+    assert_eq!(check_clean(&scene.dir, &sup.seen), 599);
 }
 
 #[test]

@@ -78,15 +78,21 @@ fn every_output_is_flushed_before_its_final_name_and_its_folder_after() {
             Path::new(output).exists(),
             "{output} was renamed into place"
         );
-        // The temporary got its name from the unnamed file the worker wrote.
+        // The temporary got its name from the unnamed file the worker wrote: linked by its
+        // descriptor (`linkat(7, "", ..., AT_EMPTY_PATH)`) or through `/proc/self/fd/7`.
         let link = calls
             .iter()
             .find(|c| c.name == "linkat" && c.ret == 0 && c.paths().last() == Some(temp))
             .unwrap_or_else(|| panic!("no linkat made {temp}"));
-        let fd: i32 = link.paths()[0]
-            .strip_prefix("/proc/self/fd/")
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("{temp} was linked from {:?}", link.paths()[0]));
+        let from = &link.paths()[0];
+        let fd: i32 = match from.strip_prefix("/proc/self/fd/") {
+            Some(n) => n.parse().ok(),
+            None if from.is_empty() && link.args.iter().any(|a| a.contains("AT_EMPTY_PATH")) => {
+                link.fd(0).map(|(fd, _)| fd)
+            }
+            None => None,
+        }
+        .unwrap_or_else(|| panic!("{temp} was linked from {from:?}: {link:?}"));
         assert!(link.end < rename.start);
         let flush = covering_flush(&calls, link.pid, fd, link, rename.start);
         assert!(

@@ -168,11 +168,9 @@ fn worker_mid_file(supervisor: u32) -> u32 {
     let mut found = None;
     wait_for("a worker in the middle of a file", || {
         found = common::child_pids(supervisor).into_iter().find(|&w| {
-            // A named temporary, or an unnamed one (O_TMPFILE) shown as deleted.
-            common::open_paths(w).iter().any(|p| {
-                let p = p.to_string_lossy();
-                p.ends_with(".etl-tmp") || p.ends_with(" (deleted)")
-            })
+            common::open_paths(w)
+                .iter()
+                .any(|p| common::is_output_being_written(p))
         });
         found.is_some()
     });
@@ -357,7 +355,7 @@ fn a_worker_killed_mid_file_while_watching_has_its_file_retried() {
         .find(|r| r["input"].as_str().is_some_and(|i| i.ends_with("big.wav")))
         .expect("a record for big.wav");
     assert_eq!(record["status"], "ok");
-    assert_eq!(record["attempts"], 2, "{record}");
+    assert_eq!(record["attempts"], 2, "{record}\n{}", watch.stderr());
     assert!(
         watch.stderr().contains("SIGKILL; retrying"),
         "{}",

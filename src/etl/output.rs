@@ -478,13 +478,40 @@ pub fn sync_filesystem(file: &impl AsRawFd) -> io::Result<()> {
     }
 }
 
-/// Links an unnamed open file under `name`, through its `/proc/self/fd` entry (`linkat` with
-/// `AT_EMPTY_PATH` would need CAP_DAC_READ_SEARCH).
+/// Links an unnamed open file under `name`: by its descriptor (`linkat` with `AT_EMPTY_PATH`,
+/// which Linux allows since 6.10 to the process that opened the file, and before only with
+/// CAP_DAC_READ_SEARCH), else through its `/proc/self/fd` entry, a path lookup in `/proc` that
+/// costs more than the link itself. Once the first fails, only the second is tried.
 fn link(file: &File, name: &Path) -> io::Result<()> {
     use std::ffi::CString;
-    let from = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd())).expect("no NUL");
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static BY_DESCRIPTOR: AtomicBool = AtomicBool::new(true);
     let to = CString::new(name.as_os_str().as_bytes())
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut refused = false;
+    if BY_DESCRIPTOR.load(Ordering::Relaxed) {
+        // SAFETY: a valid descriptor, an empty and a NUL-terminated name that outlive the call.
+        let r = unsafe {
+            libc::linkat(
+                file.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        // Refused for want of the capability: ENOENT (or EPERM where a security module says
+        // so), which a missing folder gives too; any other error is the link's own.
+        if !matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EPERM)) {
+            return Err(e);
+        }
+        refused = true;
+    }
+    let from = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd())).expect("no NUL");
     // SAFETY: both are valid NUL-terminated strings that outlive the call.
     let r = unsafe {
         libc::linkat(
@@ -495,14 +522,18 @@ fn link(file: &File, name: &Path) -> io::Result<()> {
             libc::AT_SYMLINK_FOLLOW,
         )
     };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+    if r != 0 {
+        return Err(io::Error::last_os_error());
     }
+    if refused {
+        // The same link through /proc worked: it was the capability.
+        BY_DESCRIPTOR.store(false, Ordering::Relaxed);
+    }
+    Ok(())
 }
 
-/// Unnamed files can be published only through `/proc`. `ETL_NO_TMPFILE` set to anything turns
+/// Unnamed files are used only where they can always be linked: through `/proc` if not by their
+/// descriptor (see [`link`]). `ETL_NO_TMPFILE` set to anything turns
 /// them off, to exercise the path taken on filesystems without them.
 fn unnamed_files_work() -> bool {
     static WORKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();

@@ -4,11 +4,12 @@
 //! a job is about (files, formats, outputs) is the engine's business.
 //!
 //! One thread per worker blocks on that worker's IPC receiver (first in `accept()`, which has no
-//! timeout) and forwards what it gets into one event channel; a signal thread does the same for
-//! SIGINT and SIGTERM, and a [`Waker`] lets a driver wake the loop when new work comes. Each call to
-//! [`Executor::next`] waits on that channel with a deadline (the nearest job deadline, kill
-//! deadline or handshake deadline, the caller's own, else a heartbeat), so it never blocks forever.
-//! A worker's death shows as its receiver closing; its exit status says why. Events carry the
+//! timeout) and forwards what it gets (results come a few per message) into one event channel; a
+//! signal thread does the same for SIGINT and SIGTERM, and a [`Waker`] lets a driver wake the loop
+//! when new work comes. Each call to [`Executor::next`] waits on that channel with a deadline (the
+//! nearest job deadline, kill deadline or handshake deadline, the caller's own, else a heartbeat),
+//! so it never blocks forever. A worker's death shows as its receiver closing; its exit status
+//! says why, and its [`Progress`] which of the jobs it held it was running. Events carry the
 //! worker's generation, so those of a worker already replaced are ignored. As in nextest, each
 //! worker runs in its own process group, is asked to stop with SIGTERM and is SIGKILLed after a
 //! grace period.
@@ -33,7 +34,7 @@ use std::time::{Duration, Instant};
 use ipc_channel::ipc::{IpcOneShotServer, IpcSender};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
-use crate::protocol::{FromWorker, JobResult, ToWorker};
+use crate::protocol::{FromWorker, JobResult, Progress, ToWorker};
 
 /// A map keyed by the ids this process hands out (jobs, files): numbers counted up from 0, never
 /// chosen by anyone outside, so they need no protection against collisions made on purpose, and
@@ -161,11 +162,12 @@ enum Event {
         generation: u64,
         pid: u32,
         jobs: IpcSender<ToWorker>,
+        progress: Progress,
     },
     Done {
         slot: usize,
         generation: u64,
-        result: JobResult,
+        results: Vec<JobResult>,
     },
     Gone {
         slot: usize,
@@ -181,8 +183,9 @@ enum State {
         server: String,
     },
     Idle,
-    /// `tasks[0]` is running and `deadline` is its own; any after it were sent ahead so that the
-    /// worker does not wait on the supervisor between two short files.
+    /// `tasks` are the jobs sent and not reported, in the order the worker runs them: `tasks[0]`
+    /// is running (or ended, its result on the way) and `deadline` is its own; any after it were
+    /// sent ahead so that the worker does not wait on the supervisor between two short files.
     Busy {
         tasks: VecDeque<u64>,
         deadline: Option<Instant>,
@@ -193,7 +196,7 @@ enum State {
 const DEPTH: usize = 2;
 /// Beyond [`DEPTH`], small jobs are sent ahead too, several in one message, so that neither side
 /// pays a message per tiny file: a worker holds at most this many jobs...
-const BATCH_TASKS: usize = 32;
+const BATCH_TASKS: usize = 128;
 /// ...of at most this many input bytes together (a job sent within [`DEPTH`] may exceed it).
 const BATCH_BYTES: u64 = 4 << 20;
 /// A worker is sent more once it holds no more than this many jobs: several jobs per message, and
@@ -212,6 +215,8 @@ struct Worker {
     generation: u64,
     pid: u32,
     jobs: Option<IpcSender<ToWorker>>,
+    /// Which job it started last (from the handshake on).
+    progress: Option<Progress>,
     state: State,
     /// Set once SIGTERM was sent: when to SIGKILL, and why it was stopped.
     stopping: Option<(Instant, StopReason)>,
@@ -240,6 +245,8 @@ pub struct Executor {
     acted_on_early: bool,
     /// Jobs waiting for a worker, in order.
     queue: VecDeque<u64>,
+    /// Completions received and not yet returned by [`Executor::next`] (results come in groups).
+    ready: VecDeque<Completion>,
     /// Every job not yet completed, by id.
     pending: IdMap<Pending>,
     /// No more jobs will be submitted: the executor finishes once `pending` is empty.
@@ -253,7 +260,7 @@ pub struct Executor {
 struct Reaped {
     /// The task it was running: the task, why the worker died, and its pid.
     lost: Option<(u64, WorkerLost, u32)>,
-    /// Tasks sent ahead to it, never started.
+    /// Tasks sent to it that it never started, or that ended but whose results died with it.
     sent_ahead: Vec<u64>,
     /// The signal that killed it, when we had not asked it to stop.
     killed_by: Option<i32>,
@@ -295,6 +302,7 @@ impl Executor {
             signal_received,
             acted_on_early: false,
             queue: VecDeque::new(),
+            ready: VecDeque::new(),
             pending: IdMap::default(),
             closed: false,
             end: None,
@@ -382,6 +390,9 @@ impl Executor {
             if self.end.is_none() {
                 self.dispatch();
             }
+            if let Some(completion) = self.ready.pop_front() {
+                return Step::Completed(completion);
+            }
             if self.pending.is_empty() && self.closed && self.end.is_none() {
                 self.end = Some(PoolEnd::Finished);
             }
@@ -425,10 +436,12 @@ impl Executor {
                     generation,
                     pid,
                     jobs,
+                    progress,
                 }) => {
                     if let Some(w) = self.worker_mut(slot, generation) {
                         tracing::debug!(pid, "worker {slot} connected");
                         w.jobs = Some(jobs);
+                        w.progress = Some(progress);
                         w.state = State::Idle;
                     }
                     None
@@ -436,8 +449,14 @@ impl Executor {
                 Some(Event::Done {
                     slot,
                     generation,
-                    result,
-                }) => self.on_done(slot, generation, result),
+                    results,
+                }) => {
+                    for result in results {
+                        let completion = self.on_done(slot, generation, result);
+                        self.ready.extend(completion);
+                    }
+                    self.ready.pop_front()
+                }
                 Some(Event::Gone { slot, generation }) => self.on_gone(slot, generation),
                 Some(Event::Signal(_)) if self.acted_on_early => {
                     // The signal already acted on, as a worker died of it.
@@ -629,8 +648,11 @@ impl Executor {
                     break 'turns;
                 };
                 let (n, next) = (*held + given.len(), size(id));
+                // A job of no known size (a FIFO, say) may take any time: it goes only to an
+                // idle worker, so that no result waits behind it (see `worker::Results`).
                 let may = n == 0
                     || (queue.len() > workers
+                        && next > 0
                         && n < BATCH_TASKS
                         && (n < DEPTH || *bytes + next <= BATCH_BYTES));
                 if may {
@@ -723,6 +745,7 @@ impl Executor {
             child,
             generation,
             jobs: None,
+            progress: None,
             state: State::Starting {
                 since: Instant::now(),
                 server: name,
@@ -753,7 +776,15 @@ impl Executor {
             State::Busy { tasks, .. } => tasks,
             _ => VecDeque::new(),
         };
-        let busy = tasks.pop_front();
+        // The job it was running is the one it started last, if that one has not reported; those
+        // before it ended (their results died with the worker) and those after it never started:
+        // all of them go back without spending an attempt. A worker that started none of the
+        // jobs it holds was running nothing.
+        let started = w.progress.as_ref().and_then(Progress::current);
+        let busy = match started.and_then(|id| tasks.iter().position(|&t| t == id)) {
+            Some(at) => tasks.remove(at),
+            None => None,
+        };
         // Any death we did not ask for counts against the restart budget, busy or not: a worker
         // that dies before its handshake, again and again, must not make the pool spin.
         let expected = w.stopping.is_some_and(|(_, r)| r == StopReason::Shutdown);
@@ -898,7 +929,12 @@ fn forward(
         Ok(pair) => pair,
         Err(_) => return gone(&tx),
     };
-    let FromWorker::Hello { pid, jobs } = first else {
+    let FromWorker::Hello {
+        pid,
+        jobs,
+        progress,
+    } = first
+    else {
         return gone(&tx);
     };
     if tx
@@ -907,17 +943,18 @@ fn forward(
             generation,
             pid,
             jobs,
+            progress,
         })
         .is_err()
     {
         return;
     }
-    while let Ok(FromWorker::Done(result)) = results.recv() {
+    while let Ok(FromWorker::Done(group)) = results.recv() {
         if tx
             .send(Event::Done {
                 slot,
                 generation,
-                result,
+                results: group,
             })
             .is_err()
         {

@@ -1,16 +1,19 @@
 //! The worker: a child process started by the supervisor (`etl worker`, hidden). It connects to
 //! the supervisor's one-shot IPC server, takes one message at a time (one job, or a batch of
-//! small ones run in order), runs each job through [`crate::etl`], and sends back each result as
-//! soon as that job ends. It exits when its job channel closes, and the kernel kills it if the
-//! supervisor dies (PR_SET_PDEATHSIG, set by the supervisor before exec).
+//! small ones run in order), runs each job through [`crate::etl`], and sends back the results a
+//! few at a time (see [`Results`]). Before each job it sets its [`Progress`]. It exits when its job
+//! channel closes, and the kernel kills it if the supervisor dies (PR_SET_PDEATHSIG, set by the
+//! supervisor before exec).
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ipc_channel::ipc::{self, IpcSender};
 
 use crate::etl::{tone, transform};
-use crate::protocol::{FromWorker, GenerateJob, JobFailure, JobResult, ToWorker, TransformJob};
+use crate::protocol::{
+    FromWorker, GenerateJob, JobFailure, JobResult, Progress, ToWorker, TransformJob,
+};
 
 /// Runs the worker loop until the supervisor closes the channel. Returns an error only when the
 /// handshake fails.
@@ -30,34 +33,101 @@ pub fn run(server: &str, parent_pid: u32) -> Result<(), String> {
     let to_supervisor = IpcSender::<FromWorker>::connect(server.to_string())
         .map_err(|e| format!("cannot connect to the supervisor: {e}"))?;
     let (jobs_tx, jobs) = ipc::channel::<ToWorker>().map_err(|e| e.to_string())?;
+    let progress = Progress::new();
+    // The supervisor gets its own mapping of the same memory (the message carries a descriptor).
     to_supervisor
         .send(FromWorker::Hello {
             pid: std::process::id(),
             jobs: jobs_tx,
+            progress: progress.clone(),
         })
         .map_err(|e| format!("cannot greet the supervisor: {e}"))?;
 
-    while let Ok(job) = jobs.recv() {
-        if run_job(job, &to_supervisor).is_err() {
-            break;
+    let mut results = Results {
+        to_supervisor,
+        unsent: Vec::new(),
+        since: Instant::now(),
+    };
+    while let Ok(message) = jobs.recv() {
+        let mut jobs = Vec::new();
+        flatten(message, &mut jobs);
+        let last = jobs.len().saturating_sub(1);
+        for (i, job) in jobs.into_iter().enumerate() {
+            let start = Instant::now();
+            let result = match job {
+                One::Transform(job) => {
+                    progress.started(job.id);
+                    run_transform(&job)
+                }
+                One::Generate(job) => {
+                    progress.started(job.id);
+                    run_generate(&job)
+                }
+            };
+            if results.add(result, start.elapsed(), i == last).is_err() {
+                return Ok(());
+            }
         }
     }
     Ok(())
 }
 
-/// Runs one job, or each job of a batch in order, sending each result as soon as it is known.
-fn run_job(job: ToWorker, to_supervisor: &IpcSender<FromWorker>) -> Result<(), ()> {
-    let result = match job {
-        ToWorker::Transform(job) => run_transform(&job),
-        ToWorker::Generate(job) => run_generate(&job),
-        ToWorker::Batch(jobs) => {
-            for job in jobs {
-                run_job(job, to_supervisor)?;
-            }
-            return Ok(());
+/// One job of a message.
+enum One {
+    Transform(std::sync::Arc<TransformJob>),
+    Generate(std::sync::Arc<GenerateJob>),
+}
+
+/// The jobs of a message, in the order they are to run.
+fn flatten(message: ToWorker, jobs: &mut Vec<One>) {
+    match message {
+        ToWorker::Transform(job) => jobs.push(One::Transform(job)),
+        ToWorker::Generate(job) => jobs.push(One::Generate(job)),
+        ToWorker::Batch(batch) => batch.into_iter().for_each(|m| flatten(m, jobs)),
+    }
+}
+
+/// A result waits to be sent with others only if its job took less than this (a tiny file: the
+/// next is likely tiny too)...
+const HOLD_BELOW: Duration = Duration::from_millis(1);
+/// ...at most this many of them...
+const RESULTS_PER_MESSAGE: usize = 16;
+/// ...and the first of them at most about this long (checked as each job ends).
+const RESULTS_DELAY: Duration = Duration::from_millis(2);
+
+/// Results not sent yet. Tiny files end every few microseconds, and a message each would cost
+/// both processes more than the file: their results go a few at a time. Any other result goes at
+/// once, with those held, and so do those of the last job of a message: the worker never waits
+/// for its next message holding a result, and a result waits for at most one more job, a small
+/// one (the supervisor sends several jobs in one message only if they are small, and never a job
+/// of unknown length, such as a FIFO, after another). The count is an eighth of what a worker may
+/// hold, so results come back (and more work is sent) while it still has plenty.
+struct Results {
+    to_supervisor: IpcSender<FromWorker>,
+    unsent: Vec<JobResult>,
+    since: Instant,
+}
+
+impl Results {
+    /// Adds the result of a job that took `took`, and sends what is held unless it may wait.
+    /// Fails when the supervisor is gone.
+    fn add(&mut self, result: JobResult, took: Duration, last: bool) -> Result<(), ()> {
+        if self.unsent.is_empty() {
+            self.since = Instant::now();
         }
-    };
-    to_supervisor.send(FromWorker::Done(result)).map_err(|_| ())
+        self.unsent.push(result);
+        let may_wait = !last
+            && took < HOLD_BELOW
+            && self.unsent.len() < RESULTS_PER_MESSAGE
+            && self.since.elapsed() < RESULTS_DELAY;
+        if !may_wait {
+            let results = std::mem::take(&mut self.unsent);
+            self.to_supervisor
+                .send(FromWorker::Done(results))
+                .map_err(|_| ())?;
+        }
+        Ok(())
+    }
 }
 
 fn run_transform(job: &TransformJob) -> JobResult {

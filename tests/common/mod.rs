@@ -716,6 +716,14 @@ pub fn child_pids(pid: u32) -> Vec<u32> {
     out
 }
 
+/// Whether an open file of a worker (a path from [`open_paths`]) is an output being written: a
+/// named temporary, or an unnamed file (`O_TMPFILE`, shown as `/dir/#123 (deleted)`). Not the
+/// worker's shared memory, which shows as deleted too (`/memfd:... (deleted)`).
+pub fn is_output_being_written(path: &Path) -> bool {
+    let p = path.to_string_lossy();
+    p.ends_with(".etl-tmp") || (p.ends_with(" (deleted)") && !p.starts_with("/memfd:"))
+}
+
 /// The files `pid` holds open, by path.
 pub fn open_paths(pid: u32) -> Vec<PathBuf> {
     let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
