@@ -466,6 +466,8 @@ impl<'e> Engine<'e> {
                 }
                 until = Some(until.map_or(due, |u| u.min(due)));
             }
+            // Lines of files reported since the last wait go out before this one.
+            self.reporter.flush_lines();
             match self.executor.next(until) {
                 Step::Completed(c) => self.complete(c),
                 Step::Idle => {}
@@ -651,6 +653,7 @@ impl<'e> Engine<'e> {
     /// ending.
     fn commit_all(&mut self) {
         loop {
+            self.reporter.flush_lines();
             self.land_flush(true);
             if self.batch.is_empty() && self.flushing.is_none() {
                 break;

@@ -1,5 +1,6 @@
 //! Telling the user what happened: one line per file on stdout as it completes (in the words of the
-//! Python example: `sounds/example0.wav completed in 0.33s`), failures on stderr through the log,
+//! Python example: `sounds/example0.wav completed in 0.33s`; the lines of the files completed
+//! together are written together, see [`Reporter::flush_lines`]), failures on stderr through the log,
 //! the total and the counts at the end, a progress bar on a terminal, and an optional JSON Lines
 //! report written and flushed file by file, so an interrupted run keeps what finished.
 
@@ -239,7 +240,12 @@ pub struct Reporter {
     pub counts: Counts,
     /// No per-file line on stdout (generated tones are logged instead).
     quiet_lines: bool,
+    /// Per-file lines not yet written to stdout: whole lines only.
+    lines: Vec<u8>,
 }
+
+/// Per-file lines held beyond this are written at once.
+const LINES_HELD: usize = 64 << 10;
 
 impl Reporter {
     /// `progress`: draw a bar (only honoured when stderr is a terminal).
@@ -301,6 +307,7 @@ impl Reporter {
             by_bytes,
             counts: Counts::default(),
             quiet_lines,
+            lines: Vec::new(),
         })
     }
 
@@ -329,14 +336,15 @@ impl Reporter {
             Status::Ok => {
                 self.counts.ok += 1;
                 if !self.quiet_lines {
-                    let line = format!(
+                    let _ = writeln!(
+                        self.lines,
                         "{} completed in {:.2}s",
                         escape_name(&record.input),
                         record.seconds
                     );
-                    above_bar(|| {
-                        let _ = writeln!(io::stdout().lock(), "{line}");
-                    });
+                    if self.lines.len() >= LINES_HELD {
+                        self.flush_lines();
+                    }
                 }
             }
             Status::Skipped => {
@@ -370,8 +378,25 @@ impl Reporter {
         self.write_line(&record);
     }
 
+    /// Writes the per-file lines held, in one write: the engine calls it before it waits for
+    /// anything, so a line is never held longer than it takes to handle the files completed with
+    /// it (a batch renamed into place together), and stdout is written once per batch, not once
+    /// per file (a pipe's reader, journald, `tee`, is woken once).
+    pub fn flush_lines(&mut self) {
+        if self.lines.is_empty() {
+            return;
+        }
+        above_bar(|| {
+            let mut out = io::stdout().lock();
+            let _ = out.write_all(&self.lines);
+            let _ = out.flush();
+        });
+        self.lines.clear();
+    }
+
     /// Ends the run: the total time and the counts on stdout, and the summary line of the report.
     pub fn finish(&mut self, seconds: f64, summary: serde_json::Value, verb: &str) {
+        self.flush_lines();
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
             *bar_slot().lock().unwrap() = None;
@@ -408,6 +433,7 @@ impl Reporter {
 
 impl Drop for Reporter {
     fn drop(&mut self) {
+        self.flush_lines();
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
             if let Ok(mut slot) = bar_slot().lock() {
