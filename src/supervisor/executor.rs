@@ -203,6 +203,40 @@ const BATCH_BYTES: u64 = 4 << 20;
 /// still enough ahead that it does not wait for the supervisor between two messages.
 const REFILL_AT: usize = BATCH_TASKS / 2;
 
+/// How many jobs finished within the last [`CRASH_WINDOW`], counted in slices of [`SLICE`]:
+/// memory that grows neither with the run's length nor with its pace (tiny files finish by tens
+/// of thousands a second; one `Instant` each over the window took megabytes).
+#[derive(Default)]
+struct RecentCount {
+    /// When each slice began, and what finished in it, oldest first.
+    slices: VecDeque<(Instant, usize)>,
+    total: usize,
+}
+
+/// The resolution of [`RecentCount`]'s window.
+const SLICE: Duration = Duration::from_millis(10);
+
+impl RecentCount {
+    fn add(&mut self, now: Instant) {
+        self.trim(now);
+        match self.slices.back_mut() {
+            Some((since, n)) if now.duration_since(*since) < SLICE => *n += 1,
+            _ => self.slices.push_back((now, 1)),
+        }
+        self.total += 1;
+    }
+
+    /// Forgets the slices that began more than [`CRASH_WINDOW`] ago.
+    fn trim(&mut self, now: Instant) {
+        while let Some(&(since, n)) = self.slices.front()
+            && now.duration_since(since) > CRASH_WINDOW
+        {
+            self.slices.pop_front();
+            self.total -= n;
+        }
+    }
+}
+
 /// Why a worker is being stopped.
 #[derive(Clone, Copy, PartialEq)]
 enum StopReason {
@@ -236,7 +270,7 @@ pub struct Executor {
     generation: u64,
     /// When workers died unexpectedly, and when jobs finished, within the last [`CRASH_WINDOW`].
     crashes: VecDeque<Instant>,
-    finishes: VecDeque<Instant>,
+    finishes: RecentCount,
     /// The last SIGINT or SIGTERM received and not yet acted on, set by the signal handler
     /// itself: ahead of the event the signal thread sends, which may come after the deaths of
     /// workers signalled at the same moment.
@@ -298,7 +332,7 @@ impl Executor {
             slots,
             generation: 0,
             crashes: VecDeque::new(),
-            finishes: VecDeque::new(),
+            finishes: RecentCount::default(),
             signal_received,
             acted_on_early: false,
             queue: VecDeque::new(),
@@ -505,16 +539,7 @@ impl Executor {
             *deadline = timeout.map(|t| now + t);
         }
         let pid = w.pid;
-        // Only the last CRASH_WINDOW counts: older ones go now, not only when a worker dies,
-        // else a long run or a service would keep one per file.
-        while self
-            .finishes
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
-        {
-            self.finishes.pop_front();
-        }
-        self.finishes.push_back(now);
+        self.finishes.add(now);
         let pending = self.pending.remove(&result.id)?;
         Some(Completion {
             id: result.id,
@@ -809,21 +834,21 @@ impl Executor {
     /// it; workers that die faster than files finish do.
     fn over_budget(&mut self) -> Option<String> {
         let now = Instant::now();
-        for times in [&mut self.crashes, &mut self.finishes] {
-            while times
-                .front()
-                .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
-            {
-                times.pop_front();
-            }
+        while self
+            .crashes
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
+        {
+            self.crashes.pop_front();
         }
+        self.finishes.trim(now);
         let budget = 5.max(self.slots.len());
         let crashes = self.crashes.len();
-        (crashes > budget && crashes > self.finishes.len()).then(|| {
+        let finished = self.finishes.total;
+        (crashes > budget && crashes > finished).then(|| {
             format!(
-                "workers keep dying: {crashes} died within {}s while {} files finished; stopping the run",
+                "workers keep dying: {crashes} died within {}s while {finished} files finished; stopping the run",
                 CRASH_WINDOW.as_secs(),
-                self.finishes.len()
             )
         })
     }
@@ -1070,5 +1095,31 @@ pub fn signal_name(sig: i32) -> String {
         libc::SIGFPE => "SIGFPE".into(),
         libc::SIGILL => "SIGILL".into(),
         other => format!("signal {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_count_keeps_a_slice_per_10ms_and_forgets_past_the_window() {
+        let start = Instant::now();
+        let mut count = RecentCount::default();
+        for i in 0..100_000u64 {
+            // 100,000 finishes over 2 s: 50,000 a second.
+            count.add(start + Duration::from_micros(i * 20));
+        }
+        assert_eq!(count.total, 100_000);
+        assert!(count.slices.len() <= 201, "{} slices", count.slices.len());
+        // 10 s after the first: all still within the window.
+        count.trim(start + Duration::from_secs(10));
+        assert_eq!(count.total, 100_000);
+        // 1 s later the first second's slices are gone, the second's not yet.
+        count.trim(start + Duration::from_secs(11));
+        let left = count.total;
+        assert!((49_000..=51_000).contains(&left), "{left} left");
+        count.trim(start + Duration::from_millis(12_100));
+        assert_eq!((count.total, count.slices.len()), (0, 0));
     }
 }
