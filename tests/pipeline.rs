@@ -1308,3 +1308,36 @@ fn odd_sized_outputs_end_with_the_pad_byte_their_riff_size_counts() {
         assert_eq!(len % 2, 0, "{}: odd length", f.display());
     }
 }
+
+/// `etl run DIR 2>&1 | head -1`: once the reader has gone, every line etl writes, to stdout or
+/// to the log, meets a closed pipe. The run goes on and does every file, exits as it would have
+/// (1 here, for the broken inputs among them), and leaves no temporary behind.
+#[test]
+fn a_run_whose_reader_went_away_still_does_every_file_and_cleans_up() {
+    let dir = tempdir();
+    let data = dir.path().join("in");
+    gen_fake_data(&data, &["--count", "300", "--duration", "0.05"]);
+    for i in 0..20 {
+        // Each one a log line, after the pipe has closed.
+        fs::write(data.join(format!("broken{i}.wav")), b"not a wav").unwrap();
+    }
+    settle(&data);
+    let mut child = etl_command()
+        .args(["run", data.to_str().unwrap(), "-j", "2", "--no-progress"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader leaves before the first line.
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    let outputs = names(&data)
+        .iter()
+        .filter(|n| is_output_name(Path::new(n)))
+        .count();
+    assert_eq!(outputs, 300);
+    assert_eq!(temp_files(&data), Vec::<String>::new());
+}

@@ -1,6 +1,6 @@
 //! `etl`: parse the command line, start logging, call the library, map the outcome to an exit code.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -93,7 +93,8 @@ fn main() -> ExitCode {
             );
             match conclude(generated) {
                 Exit::Ok => {
-                    println!("starting etl");
+                    // Not println!: it panics when stdout is a pipe whose reader left.
+                    let _ = writeln!(std::io::stdout(), "starting etl");
                     let opts = RunOptions {
                         paths: vec![args.dir],
                         levels: args.noise.level_spec(),
@@ -265,9 +266,13 @@ fn init_logging(level: &str, format: LogFormat) {
     let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
         && std::env::var_os("TERM").is_some_and(|t| !t.is_empty() && t != "dumb")
         && std::io::stderr().is_terminal();
+    // A log line that cannot be written (stderr is a pipe whose reader left: `2>&1 | head`) is
+    // dropped: by default tracing-subscriber would report it with `eprintln!`, which panics on
+    // that same closed pipe, and the run would die half-way with its temporaries left behind.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .log_internal_errors(false)
         .with_writer(|| LogWriter);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
