@@ -549,28 +549,7 @@ fn a_killed_workers_file_is_retried_and_completes() {
 
 #[test]
 fn a_killed_worker_without_retries_fails_its_file_and_only_it() {
-    let scene = Scene::new(32);
-    let dir = scene.dir_str();
-    let args = ["run", dir, "-j", "2", "--retries", "0", "--no-progress"];
-    let (mut sup, caught) = start_and_catch(&scene, &args);
-    signal(caught.pid, libc::SIGKILL);
-
-    let end = sup.finish();
-    end.expect_code(1);
-    let input = caught.input.display().to_string();
-    let lines = end.stderr_lines_with(&format!("{input}: worker killed by SIGKILL"));
-    assert_eq!(lines.len(), 1, "{}", end.stderr);
-    assert!(lines[0].contains("ERROR"), "{}", lines[0]);
-    assert_eq!(
-        end.counts(),
-        Counts {
-            ok: 31,
-            failed: 1,
-            ..Counts::default()
-        }
-    );
-    assert!(!output_of(&caught.input).exists(), "partial output left");
-    assert_eq!(check_clean(&scene.dir, &sup.seen), 31);
+    kill_the_caught_worker_without_retries(&Scene::new(32), 32);
 }
 
 /// Tiny files go to a worker many at a time and their results come back in groups, so when a
@@ -579,10 +558,15 @@ fn a_killed_worker_without_retries_fails_its_file_and_only_it() {
 /// supervisor); the others are done again.
 #[test]
 fn a_killed_worker_holding_results_of_tiny_files_fails_only_the_file_it_was_on() {
-    let scene = Scene::with(600, &["--duration", "0.005"]);
+    kill_the_caught_worker_without_retries(&Scene::with(600, &["--duration", "0.005"]), 600);
+}
+
+/// SIGKILLs a worker caught at work in a run without retries over the `files` of `scene`:
+/// exactly the file it was on fails, with one error line naming it, and all others are done.
+fn kill_the_caught_worker_without_retries(scene: &Scene, files: usize) {
     let dir = scene.dir_str();
     let args = ["run", dir, "-j", "2", "--retries", "0", "--no-progress"];
-    let (mut sup, caught) = start_and_catch(&scene, &args);
+    let (mut sup, caught) = start_and_catch(scene, &args);
     signal(caught.pid, libc::SIGKILL);
 
     let end = sup.finish();
@@ -591,16 +575,17 @@ fn a_killed_worker_holding_results_of_tiny_files_fails_only_the_file_it_was_on()
     let killed = end.stderr_lines_with("worker killed by SIGKILL");
     assert_eq!(killed.len(), 1, "{}", end.stderr);
     assert!(killed[0].contains(&format!("{input}: ")), "{}", killed[0]);
+    assert!(killed[0].contains("ERROR"), "{}", killed[0]);
     assert_eq!(
         end.counts(),
         Counts {
-            ok: 599,
+            ok: files as u64 - 1,
             failed: 1,
             ..Counts::default()
         }
     );
     assert!(!output_of(&caught.input).exists(), "partial output left");
-    assert_eq!(check_clean(&scene.dir, &sup.seen), 599);
+    assert_eq!(check_clean(&scene.dir, &sup.seen), files - 1);
 }
 
 #[test]
