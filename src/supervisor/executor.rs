@@ -694,26 +694,34 @@ impl Executor {
             let Some(w) = self.slots[slot].as_mut() else {
                 continue;
             };
-            let mut messages = Vec::with_capacity(given.len());
+            // Small jobs go together; a large one (sent ahead within DEPTH) in a message of its
+            // own, so that the worker sends what it holds before starting it (see
+            // `worker::Results`): no tiny file's line waits for a large file.
+            let mut messages: Vec<ToWorker> = Vec::new();
+            let mut small: Vec<ToWorker> = Vec::new();
             let mut ids = Vec::with_capacity(given.len());
             for id in given {
                 let Some(p) = pending.get_mut(&id) else {
                     continue;
                 };
                 p.attempts += 1;
-                messages.push(p.message.clone());
                 ids.push(id);
+                if p.size > BATCH_BYTES {
+                    messages.extend(batch_of(std::mem::take(&mut small)));
+                    messages.push(p.message.clone());
+                } else {
+                    small.push(p.message.clone());
+                }
             }
-            let message = match messages.len() {
-                0 => continue,
-                1 => messages.pop().unwrap(),
-                _ => ToWorker::Batch(messages),
-            };
-            let sent = w
-                .jobs
-                .as_ref()
-                .map(|jobs| jobs.send(message).is_ok())
-                .unwrap_or(false);
+            messages.extend(batch_of(small));
+            if messages.is_empty() {
+                continue;
+            }
+            let sent = w.jobs.as_ref().is_some_and(|jobs| {
+                messages
+                    .into_iter()
+                    .all(|message| jobs.send(message).is_ok())
+            });
             // A failed send means the worker is dying: its Gone event will requeue the tasks.
             if !sent {
                 tracing::debug!("worker {} did not take its jobs", w.pid);
@@ -987,6 +995,15 @@ fn forward(
         }
     }
     gone(&tx)
+}
+
+/// One message for `jobs`: the job itself if it is alone, else a batch; none for no job.
+fn batch_of(mut jobs: Vec<ToWorker>) -> Option<ToWorker> {
+    match jobs.len() {
+        0 => None,
+        1 => jobs.pop(),
+        _ => Some(ToWorker::Batch(jobs)),
+    }
 }
 
 /// The file a task is about, for the log.

@@ -99,9 +99,10 @@ const RESULTS_DELAY: Duration = Duration::from_millis(2);
 /// both processes more than the file: their results go a few at a time. Any other result goes at
 /// once, with those held, and so do those of the last job of a message: the worker never waits
 /// for its next message holding a result, and a result waits for at most one more job, a small
-/// one (the supervisor sends several jobs in one message only if they are small, and never a job
-/// of unknown length, such as a FIFO, after another). The count is an eighth of what a worker may
-/// hold, so results come back (and more work is sent) while it still has plenty.
+/// one (the supervisor puts only small jobs together in a message, sends a large one alone, and a
+/// job of unknown length, such as a FIFO, only to a worker that holds nothing). The count is an
+/// eighth of what a worker may hold, so results come back (and more work is sent) while it still
+/// has plenty.
 struct Results {
     to_supervisor: IpcSender<FromWorker>,
     unsent: Vec<JobResult>,
