@@ -597,7 +597,9 @@ fn slurm_array_on_a_one_node_cluster() {
     ));
 
     // 2. Tasks outside the shard count are refused before any work, the whole array with them.
-    let (sounds, reference) = folder_and_reference(root, "big", "1200", "0.5");
+    // Enough work that task 1, cancelled once its first file is reported, is still running when
+    // Slurm's SIGTERM arrives (a few hundred milliseconds later): 3000 files of 44 KB a shard.
+    let (sounds, reference) = folder_and_reference(root, "big", "12000", "0.5");
     let jobdir = root.join("job-b");
     let bad = format!("--array={}-{}", shards - 1, shards);
     let job = cluster.submit(&jobdir, &sounds, &[&bad, "--cpus-per-task=2"]);
