@@ -203,9 +203,9 @@ const BATCH_BYTES: u64 = 4 << 20;
 /// still enough ahead that it does not wait for the supervisor between two messages.
 const REFILL_AT: usize = BATCH_TASKS / 2;
 
-/// How many jobs finished within the last [`CRASH_WINDOW`], counted in slices of [`SLICE`]:
-/// memory that grows neither with the run's length nor with its pace (tiny files finish by tens
-/// of thousands a second; one `Instant` each over the window took megabytes).
+/// How many events (jobs finished, workers dead) came within the last [`CRASH_WINDOW`], counted
+/// in slices of [`SLICE`]: memory that grows neither with the run's length nor with its pace
+/// (tiny files finish by tens of thousands a second; one `Instant` each took megabytes).
 #[derive(Default)]
 struct RecentCount {
     /// When each slice began, and what finished in it, oldest first.
@@ -268,8 +268,9 @@ pub struct Executor {
     events: mpsc::Receiver<Event>,
     slots: Vec<Option<Worker>>,
     generation: u64,
-    /// When workers died unexpectedly, and when jobs finished, within the last [`CRASH_WINDOW`].
-    crashes: VecDeque<Instant>,
+    /// How many workers died unexpectedly, and how many jobs finished, within the last
+    /// [`CRASH_WINDOW`].
+    crashes: RecentCount,
     finishes: RecentCount,
     /// The last SIGINT or SIGTERM received and not yet acted on, set by the signal handler
     /// itself: ahead of the event the signal thread sends, which may come after the deaths of
@@ -331,7 +332,7 @@ impl Executor {
             events,
             slots,
             generation: 0,
-            crashes: VecDeque::new(),
+            crashes: RecentCount::default(),
             finishes: RecentCount::default(),
             signal_received,
             acted_on_early: false,
@@ -822,7 +823,7 @@ impl Executor {
         // that dies before its handshake, again and again, must not make the pool spin.
         let expected = w.stopping.is_some_and(|(_, r)| r == StopReason::Shutdown);
         if !expected {
-            self.crashes.push_back(Instant::now());
+            self.crashes.add(Instant::now());
             self.deaths += 1;
         }
         tracing::debug!(pid = w.pid, "worker exited: {cause}");
@@ -842,17 +843,10 @@ impl Executor {
     /// it; workers that die faster than files finish do.
     fn over_budget(&mut self) -> Option<String> {
         let now = Instant::now();
-        while self
-            .crashes
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
-        {
-            self.crashes.pop_front();
-        }
+        self.crashes.trim(now);
         self.finishes.trim(now);
         let budget = 5.max(self.slots.len());
-        let crashes = self.crashes.len();
-        let finished = self.finishes.total;
+        let (crashes, finished) = (self.crashes.total, self.finishes.total);
         (crashes > budget && crashes > finished).then(|| {
             format!(
                 "workers keep dying: {crashes} died within {}s while {finished} files finished; stopping the run",

@@ -53,16 +53,11 @@ pub fn run(server: &str, parent_pid: u32) -> Result<(), String> {
         flatten(message, &mut jobs);
         let last = jobs.len().saturating_sub(1);
         for (i, job) in jobs.into_iter().enumerate() {
+            progress.started(job.id());
             let start = Instant::now();
             let result = match job {
-                One::Transform(job) => {
-                    progress.started(job.id);
-                    run_transform(&job)
-                }
-                One::Generate(job) => {
-                    progress.started(job.id);
-                    run_generate(&job)
-                }
+                One::Transform(job) => run_transform(&job),
+                One::Generate(job) => run_generate(&job),
             };
             if results.add(result, start.elapsed(), i == last).is_err() {
                 return Ok(());
@@ -76,6 +71,15 @@ pub fn run(server: &str, parent_pid: u32) -> Result<(), String> {
 enum One {
     Transform(std::sync::Arc<TransformJob>),
     Generate(std::sync::Arc<GenerateJob>),
+}
+
+impl One {
+    fn id(&self) -> u64 {
+        match self {
+            One::Transform(job) => job.id,
+            One::Generate(job) => job.id,
+        }
+    }
 }
 
 /// The jobs of a message, in the order they are to run.
