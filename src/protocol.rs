@@ -69,6 +69,16 @@ pub struct TransformJob {
     pub wav: Option<WavInfo>,
     /// `--output-format`: `None` keeps the input's.
     pub output_format: Option<crate::etl::wav::Encoding>,
+    /// Set for a whole file when outputs are not flushed: the worker names the output itself.
+    pub publish: Option<PublishTo>,
+}
+
+/// Where a worker names a whole output itself: `output` in its folder, reached from `below`
+/// (`--out-dir`) without following a link, as the supervisor would.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PublishTo {
+    pub output: WirePath,
+    pub below: Option<WirePath>,
 }
 
 /// One tone to write into `temp_output`.
@@ -90,11 +100,11 @@ pub enum FromWorker {
     Done(Vec<JobResult>),
 }
 
-/// The id of the job a worker started last, in memory it shares with the supervisor: written by
-/// the worker before each job (a store, no system call), read by the supervisor once the worker
-/// is dead, to tell the job that was running from those that ended but whose results were lost
-/// with the worker, and from those it never started.
-/// A clone maps the same memory again.
+/// The id of the job a worker started last, and whether it ended, in memory it shares with the
+/// supervisor: written by the worker before and after each job (a store, no system call), read
+/// by the supervisor once the worker is dead, to tell the job that was running from those that
+/// ended but whose results were lost with the worker (an output the worker named itself among
+/// them), and from those it never started. A clone maps the same memory again.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Progress(IpcSharedMemory);
 
@@ -121,15 +131,24 @@ impl Progress {
         unsafe { std::sync::atomic::AtomicU64::from_ptr(self.0.as_ptr() as *mut u64) }
     }
 
+    /// Set with a job's id once it has ended.
+    const ENDED: u64 = 1 << 63;
+
     /// The worker: job `id` starts now.
     pub fn started(&self, id: u64) {
         self.word().store(id, std::sync::atomic::Ordering::Release);
     }
 
-    /// The supervisor: the job the worker started last, if any.
+    /// The worker: job `id` has ended (its result may still wait to be sent).
+    pub fn ended(&self, id: u64) {
+        self.word()
+            .store(id | Self::ENDED, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The supervisor: the job the worker was running, if any: started last, not ended.
     pub fn current(&self) -> Option<u64> {
         let id = self.word().load(std::sync::atomic::Ordering::Acquire);
-        (id != Self::NONE).then_some(id)
+        (id != Self::NONE && id & Self::ENDED == 0).then_some(id)
     }
 }
 
@@ -190,7 +209,10 @@ mod tests {
         assert_eq!(supervisor.current(), Some(0));
         worker.started(41);
         assert_eq!(supervisor.current(), Some(41));
+        worker.ended(41);
+        assert_eq!(supervisor.current(), None);
+        worker.started(42);
         drop(worker);
-        assert_eq!(supervisor.current(), Some(41));
+        assert_eq!(supervisor.current(), Some(42));
     }
 }

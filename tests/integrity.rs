@@ -246,8 +246,24 @@ fn stop_a_worker_reading(supervisor: u32, input: &Path) -> u32 {
     caught.unwrap()
 }
 
+/// A file split in many parts (each a job of its own): the supervisor names the output, after a
+/// last look at the input.
 #[test]
 fn an_input_renamed_over_mid_run_gives_the_new_files_output_whole() {
+    // Long, and split in many parts, so that a worker is reading it for a good while.
+    input_renamed_over_mid_run(&["-j", "2"], &[("ETL_SPLIT_BYTES", "65536")], 4_000_000);
+}
+
+/// A whole file without flushes: its worker names the output itself, after its own last look.
+#[test]
+fn an_input_renamed_over_while_its_worker_reads_it_whole_gives_the_new_files_output() {
+    // One worker never splits a file; long, so that it is reading it for a good while.
+    input_renamed_over_mid_run(&["-j", "1", "--no-fsync"], &[], 20_000_000);
+}
+
+/// Renames a new take over the input while a worker is stopped reading it: the output must be
+/// the new take's, whole, and the file started again once.
+fn input_renamed_over_mid_run(args: &[&str], env: &[(&str, &str)], frames: usize) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().canonicalize().unwrap();
     let input_dir = root.join("in");
@@ -255,28 +271,23 @@ fn an_input_renamed_over_mid_run_gives_the_new_files_output_whole() {
     let input = input_dir.join("take.wav");
     // The old take: stereo 16-bit; the new one: mono 24-bit, another length. A mix of the two
     // would show in the layout, the length or the bytes.
-    // Long, and split in many parts, so that a worker is reading it for a good while.
-    write_tone(&input, spec(2, 44100, 16, false), 4_000_000, 440.0, 0.5);
+    write_tone(&input, spec(2, 44100, 16, false), frames, 440.0, 0.5);
     let new = root.join("take-v2.wav");
     write_tone(&new, spec(1, 48000, 24, false), 900_000, 330.0, 0.25);
     let new_data = data_bytes(&new);
     let report = root.join("report.jsonl");
 
-    let (mut child, out, err) = start(
-        &root,
-        &[
-            "run",
-            "--no-progress",
-            "in",
-            "-j",
-            "2",
-            "--sigma",
-            "0",
-            "--report",
-            "report.jsonl",
-        ],
-        &[("ETL_SPLIT_BYTES", "65536")],
-    );
+    let mut all = vec![
+        "run",
+        "--no-progress",
+        "in",
+        "--sigma",
+        "0",
+        "--report",
+        "report.jsonl",
+    ];
+    all.extend_from_slice(args);
+    let (mut child, out, err) = start(&root, &all, env);
     let worker = stop_a_worker_reading(child.id(), &input);
     fs::rename(&new, &input).unwrap();
     send_signal(worker, libc::SIGCONT);

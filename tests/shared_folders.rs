@@ -195,6 +195,33 @@ fn variants() -> Vec<(Planter, Link)> {
 }
 
 /// The lines of `stderr` that refuse `path` for `why`.
+/// Who gives a whole output its final name: the supervisor after a flush (the default), or the
+/// worker itself when nothing is flushed (`--no-fsync`). Both must refuse the same links.
+#[derive(Clone, Copy, Debug)]
+enum Durability {
+    Flushed,
+    NoFsync,
+}
+
+const DURABILITIES: [Durability; 2] = [Durability::Flushed, Durability::NoFsync];
+
+impl Durability {
+    /// `args` with this durability's flag.
+    fn with<'a>(self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut args = args.to_vec();
+        if let Durability::NoFsync = self {
+            args.push("--no-fsync");
+        }
+        args
+    }
+}
+
+fn with_durabilities(v: Vec<(Planter, Link)>) -> Vec<(Planter, Link, Durability)> {
+    v.into_iter()
+        .flat_map(|(p, l)| DURABILITIES.map(|d| (p, l, d)))
+        .collect()
+}
+
 fn refusals(stderr: &str, path: &str, why: &str) -> usize {
     let line = format!("refusing {path}: {why}");
     stderr.lines().filter(|l| l.contains(&line)).count()
@@ -270,20 +297,28 @@ fn a_fifo_or_a_folder_at_the_lock_stops_the_run_without_hanging() {
 #[test]
 fn a_link_planted_at_a_whole_files_temporary_is_refused_and_the_other_files_go_on() {
     let expected_b = reference_output("b.wav");
-    for (planter, link) in variants() {
+    for (planter, link, durability) in with_durabilities(variants()) {
         for no_tmpfile in [false, true] {
-            let case = format!("{planter:?} plants a {link:?} link, ETL_NO_TMPFILE {no_tmpfile}");
+            let case = format!(
+                "{planter:?} plants a {link:?} link, ETL_NO_TMPFILE {no_tmpfile}, {durability:?}"
+            );
             let Some(scene) = Scene::new(planter) else {
                 return;
             };
             let temp = ".a-transformed.wav.0of1.etl-tmp";
             scene.plant(link, &scene.sounds().join(temp));
+            // A worker that names its output links it straight to the final name when that
+            // is free, and needs the temporary name only to replace an output: there is one.
+            let output = scene.sounds().join("a-transformed.wav");
+            if let Durability::NoFsync = durability {
+                fs::write(&output, b"an earlier output").unwrap();
+            }
             let env: &[(&str, &str)] = if no_tmpfile {
                 &[("ETL_NO_TMPFILE", "1")]
             } else {
                 &[]
             };
-            let run = scene.run(&["sounds"], env);
+            let run = scene.run(&durability.with(&["sounds", "--force"]), env);
             run.expect_code(1);
             assert_eq!(run.counts(), Counts::new(1, 0, 1), "{case}");
             assert_eq!(
@@ -292,7 +327,14 @@ fn a_link_planted_at_a_whole_files_temporary_is_refused_and_the_other_files_go_o
                 "{case}\n{}",
                 run.stderr
             );
-            assert!(!scene.sounds().join("a-transformed.wav").exists(), "{case}");
+            match durability {
+                Durability::Flushed => assert!(!output.exists(), "{case}"),
+                Durability::NoFsync => assert_eq!(
+                    fs::read(&output).unwrap(),
+                    b"an earlier output",
+                    "{case}: the output was touched"
+                ),
+            }
             assert_eq!(
                 fs::read(scene.sounds().join("b-transformed.wav")).unwrap(),
                 expected_b,
@@ -300,6 +342,33 @@ fn a_link_planted_at_a_whole_files_temporary_is_refused_and_the_other_files_go_o
             );
             scene.assert_victim_unchanged(&case);
         }
+    }
+}
+
+/// Without flushes a worker names a whole output itself, linking it straight to its final name
+/// when that name is free: a link planted at the temporary name then changes nothing, and is
+/// left where it is (etl does not remove what it did not make).
+#[test]
+fn a_worker_naming_a_new_output_never_uses_the_temporary_name() {
+    for (planter, link) in variants() {
+        let case = format!("{planter:?} plants a {link:?} link");
+        let Some(scene) = Scene::new(planter) else {
+            return;
+        };
+        let temp = scene.sounds().join(".a-transformed.wav.0of1.etl-tmp");
+        scene.plant(link, &temp);
+        let run = scene.run(&["sounds", "--no-fsync"], &[]);
+        run.expect_code(0);
+        assert_eq!(run.counts(), Counts::new(2, 0, 0), "{case}");
+        let output = scene.sounds().join("a-transformed.wav");
+        assert_eq!(
+            fs::read(&output).unwrap(),
+            reference_output("a.wav"),
+            "{case}"
+        );
+        assert_eq!(fs::metadata(&output).unwrap().nlink(), 1, "{case}");
+        assert!(fs::symlink_metadata(&temp).is_ok(), "{case}: the link went");
+        scene.assert_victim_unchanged(&case);
     }
 }
 
@@ -340,14 +409,16 @@ fn a_link_planted_at_a_split_files_temporary_is_refused_before_any_part_writes()
 #[test]
 fn a_link_planted_at_the_output_name_is_replaced_never_written_through() {
     let expected = reference_output("a.wav");
-    for (planter, link) in variants() {
-        let case = format!("{planter:?} plants a {link:?} link at the output, --force");
+    // Flushed outputs are named by the supervisor, the others by their worker.
+    for (planter, link, durability) in with_durabilities(variants()) {
+        let case =
+            format!("{planter:?} plants a {link:?} link at the output, --force {durability:?}");
         let Some(scene) = Scene::new(planter) else {
             return;
         };
         let output = scene.sounds().join("a-transformed.wav");
         scene.plant(link, &output);
-        let run = scene.run(&["sounds", "--force"], &[]);
+        let run = scene.run(&durability.with(&["sounds", "--force"]), &[]);
         run.expect_code(0);
         assert_eq!(run.counts(), Counts::new(2, 0, 0), "{case}");
         let meta = fs::symlink_metadata(&output).unwrap();
@@ -363,8 +434,8 @@ fn a_link_planted_at_the_output_name_is_replaced_never_written_through() {
 
 #[test]
 fn a_link_planted_at_a_mirrored_out_dir_folder_is_refused() {
-    for (planter, link) in variants() {
-        let case = format!("{planter:?} plants a {link:?} link at out/sub");
+    for (planter, link, durability) in with_durabilities(variants()) {
+        let case = format!("{planter:?} plants a {link:?} link at out/sub, {durability:?}");
         let Some(scene) = Scene::new(planter) else {
             return;
         };
@@ -381,7 +452,7 @@ fn a_link_planted_at_a_mirrored_out_dir_folder_is_refused() {
             Link::Symbolic => scene.plant_to(link, &out.join("sub"), &victim_folder),
             Link::Hard => scene.plant(link, &out.join("sub")),
         }
-        let run = scene.run(&["sounds", "-r", "--out-dir", "out"], &[]);
+        let run = scene.run(&durability.with(&["sounds", "-r", "--out-dir", "out"]), &[]);
         run.expect_code(1);
         assert_eq!(run.counts(), Counts::new(2, 0, 1), "{case}");
         let why = match link {
@@ -403,8 +474,9 @@ fn a_link_planted_at_a_mirrored_out_dir_folder_is_refused() {
     }
 }
 
-/// The mode of the output of a `mode` input, run under `umask`, through each kind of temporary.
-fn output_mode(input_mode: u32, umask: u32, no_tmpfile: bool) -> u32 {
+/// The mode of the output of a `mode` input, run under `umask`, through each kind of temporary,
+/// named by the supervisor (flushed) or by the worker (`--no-fsync`).
+fn output_mode(input_mode: u32, umask: u32, no_tmpfile: bool, durability: Durability) -> u32 {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("secret.wav");
     write_input(&input);
@@ -415,7 +487,7 @@ fn output_mode(input_mode: u32, umask: u32, no_tmpfile: bool) -> u32 {
     }
     let run = Run::from_output(
         cmd.current_dir(dir.path())
-            .args(["run", "--no-progress", "secret.wav"])
+            .args(durability.with(&["run", "--no-progress", "secret.wav"]))
             .output()
             .unwrap(),
     );
@@ -425,18 +497,24 @@ fn output_mode(input_mode: u32, umask: u32, no_tmpfile: bool) -> u32 {
 
 #[test]
 fn an_output_gets_its_inputs_permissions_masked_by_the_umask() {
-    for no_tmpfile in [false, true] {
+    for (no_tmpfile, durability) in [false, true]
+        .into_iter()
+        .flat_map(|t| DURABILITIES.map(|d| (t, d)))
+    {
         for (input, umask, expected) in [
             (0o600, 0o022, 0o600),
             (0o644, 0o077, 0o600),
             (0o640, 0o022, 0o640),
             (0o644, 0o022, 0o644),
             (0o664, 0o002, 0o664),
+            // Read-only: the output is made private (its owner must be able to write it),
+            // then given this mode.
+            (0o444, 0o022, 0o444),
         ] {
             assert_eq!(
-                output_mode(input, umask, no_tmpfile),
+                output_mode(input, umask, no_tmpfile, durability),
                 expected,
-                "input {input:o} under umask {umask:o} (ETL_NO_TMPFILE {no_tmpfile})"
+                "input {input:o} under umask {umask:o} (ETL_NO_TMPFILE {no_tmpfile}, {durability:?})"
             );
         }
     }

@@ -88,6 +88,7 @@ mod tests {
             expect: Some(planned.identity),
             wav: planned.wav.as_ref(),
             output_format: None,
+            publish: None,
         }
     }
 

@@ -5,8 +5,11 @@
 //! given its temporary name only once complete: a worker killed half-way leaves nothing on disk,
 //! and the costly part of creating a file (allocating its inode) happens without holding the
 //! folder's lock. Where the filesystem has no `O_TMPFILE`, or `/proc` is missing, the file is
-//! written under its temporary name from the start. Either way the supervisor, which counts what
-//! finished, renames the temporary into place, so nothing it did not count ever has a final name.
+//! written under its temporary name from the start. When outputs are made durable, the supervisor
+//! renames the temporaries into place after a flush that covers them. Without flushes
+//! (`--no-fsync`) there is nothing to wait for, and the worker names a whole output itself
+//! ([`NewFile::publish_in`]) right after its last look at the input: linked under its final name
+//! at once when that name is free, else under its temporary name and renamed.
 //!
 //! Output folders may be writable by others (an inbox, a shared volume), who can put a symbolic
 //! or hard link under any name etl is about to use. So every name is created exclusively and
@@ -20,11 +23,12 @@
 //! `O_TMPFILE`, the shared temporary of a split file, test tones, the manifest) are created 0600
 //! and stay so until [`publish`] gives them their final mode, just before their final name.
 
+use std::ffi::{CStr, CString};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The mode of temporaries: private until they are complete and named.
@@ -70,8 +74,67 @@ impl NewFile {
         })
     }
 
+    /// [`NewFile::create_with_mode`] in the output folder already open as `dir` (the folder of
+    /// `temp`): the unnamed file is made there, not through the folder's path.
+    pub fn create_in(dir: &OwnedFd, temp: &Path, mode: u32) -> io::Result<NewFile> {
+        if unnamed_files_work() {
+            // SAFETY: a valid descriptor and a NUL-terminated name; the flags take a mode.
+            let fd = unsafe {
+                libc::openat(
+                    dir.as_raw_fd(),
+                    c".".as_ptr(),
+                    libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC,
+                    (mode & 0o777) as libc::c_uint,
+                )
+            };
+            if fd >= 0 {
+                return Ok(NewFile {
+                    // SAFETY: `fd` was just opened and is owned by nothing else.
+                    file: unsafe { File::from_raw_fd(fd) },
+                    unnamed: true,
+                    temp: temp.to_path_buf(),
+                });
+            }
+        }
+        Ok(NewFile {
+            file: create_new(temp)?,
+            unnamed: false,
+            temp: temp.to_path_buf(),
+        })
+    }
+
     pub fn file(&self) -> &File {
         &self.file
+    }
+
+    /// Gives the complete file its final name `output` in its open folder `dir`, with `mode`:
+    /// an unnamed file is linked there at once when the name is free (`linkat` never follows
+    /// or replaces what holds a name); otherwise it gets its temporary name and is renamed over
+    /// what holds the output name ([`publish_in`], which never writes through it either).
+    pub fn publish_in(self, dir: &OwnedFd, output: &Path, mode: u32) -> io::Result<()> {
+        if !self.unnamed {
+            return publish_in(dir, &self.temp, output, mode);
+        }
+        // Made with the input's mode as the umask (or a default ACL) allowed: the final mode
+        // unless it had to stay private, or an ACL gave another.
+        let stat = self.file.metadata()?;
+        if stat.mode() & 0o7777 != mode {
+            self.file
+                .set_permissions(fs::Permissions::from_mode(mode))?;
+        }
+        match link_in(&self.file, dir, &c_name(output)?) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            other => return other,
+        }
+        let temp_name = c_name(&self.temp)?;
+        match link_in(&self.file, dir, &temp_name) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                remove_stale_at(dir, &temp_name, &self.temp)?;
+                link_in(&self.file, dir, &temp_name)?;
+            }
+            other => other?,
+        }
+        publish_in(dir, &self.temp, output, mode)
     }
 
     /// Gives the complete file its temporary name (it has it already if it was not unnamed).
@@ -80,10 +143,13 @@ impl NewFile {
             return Ok(());
         }
         // `linkat` never follows or replaces what holds the name.
-        match link(&self.file, &self.temp) {
+        let to = CString::new(self.temp.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let cwd = libc::AT_FDCWD;
+        match link(&self.file, cwd, &to) {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                 remove_stale(&self.temp)?;
-                link(&self.file, &self.temp)
+                link(&self.file, cwd, &to)
             }
             other => other,
         }
@@ -443,6 +509,18 @@ fn remove_stale(path: &Path) -> io::Result<()> {
     fs::remove_file(path)
 }
 
+/// [`remove_stale`] for `name` (which is `path`) in the open folder `dir`.
+fn remove_stale_at(dir: &OwnedFd, name: &CStr, path: &Path) -> io::Result<()> {
+    if let Some(why) = stat_refusal(&stat_at(dir, name)?) {
+        return Err(refused(path, &why));
+    }
+    // SAFETY: a valid descriptor and a NUL-terminated name that outlives the call.
+    if unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The folder a path is in, `.` for a bare name.
 pub fn folder(path: &Path) -> &Path {
     match path.parent() {
@@ -478,24 +556,22 @@ pub fn sync_filesystem(file: &impl AsRawFd) -> io::Result<()> {
     }
 }
 
-/// Links an unnamed open file under `name`: by its descriptor (`linkat` with `AT_EMPTY_PATH`,
-/// which Linux allows since 6.10 to the process that opened the file, and before only with
-/// CAP_DAC_READ_SEARCH), else through its `/proc/self/fd` entry, a path lookup in `/proc` that
-/// costs more than the link itself. Once the first fails, only the second is tried.
-fn link(file: &File, name: &Path) -> io::Result<()> {
-    use std::ffi::CString;
+/// Links an unnamed open file under `name` (relative to the folder `dir`, or to the current one
+/// for `AT_FDCWD`): by its descriptor (`linkat` with `AT_EMPTY_PATH`, which Linux allows since
+/// 6.10 to the process that opened the file, and before only with CAP_DAC_READ_SEARCH), else
+/// through its `/proc/self/fd` entry, a path lookup in `/proc` that costs more than the link
+/// itself. Once the first fails, only the second is tried.
+fn link(file: &File, dir: libc::c_int, to: &CStr) -> io::Result<()> {
     use std::sync::atomic::{AtomicBool, Ordering};
     static BY_DESCRIPTOR: AtomicBool = AtomicBool::new(true);
-    let to = CString::new(name.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let mut refused = false;
     if BY_DESCRIPTOR.load(Ordering::Relaxed) {
-        // SAFETY: a valid descriptor, an empty and a NUL-terminated name that outlive the call.
+        // SAFETY: valid descriptors, an empty and a NUL-terminated name that outlive the call.
         let r = unsafe {
             libc::linkat(
                 file.as_raw_fd(),
                 c"".as_ptr(),
-                libc::AT_FDCWD,
+                dir,
                 to.as_ptr(),
                 libc::AT_EMPTY_PATH,
             )
@@ -512,12 +588,12 @@ fn link(file: &File, name: &Path) -> io::Result<()> {
         refused = true;
     }
     let from = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd())).expect("no NUL");
-    // SAFETY: both are valid NUL-terminated strings that outlive the call.
+    // SAFETY: valid descriptors and NUL-terminated strings that outlive the call.
     let r = unsafe {
         libc::linkat(
             libc::AT_FDCWD,
             from.as_ptr(),
-            libc::AT_FDCWD,
+            dir,
             to.as_ptr(),
             libc::AT_SYMLINK_FOLLOW,
         )
@@ -530,6 +606,11 @@ fn link(file: &File, name: &Path) -> io::Result<()> {
         BY_DESCRIPTOR.store(false, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// [`link`] under `name` in the open folder `dir`.
+fn link_in(file: &File, dir: &OwnedFd, name: &CStr) -> io::Result<()> {
+    link(file, dir.as_raw_fd(), name)
 }
 
 /// Unnamed files are used only where they can always be linked: through `/proc` if not by their

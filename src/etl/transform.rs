@@ -47,6 +47,18 @@ pub struct Request<'a> {
     pub wav: Option<&'a WavInfo>,
     /// Write the samples in this encoding instead of the input's (`--output-format`).
     pub output_format: Option<wav::Encoding>,
+    /// A whole output that needs no flush is named here, by the worker: see [`Publish`].
+    pub publish: Option<Publish<'a>>,
+}
+
+/// Where a whole output gets its final name when nothing is to be flushed first. The output is
+/// made in the open folder `dir` (reached as the supervisor reaches it: from `--out-dir` without
+/// following a link) and named `output` there once the input is seen unchanged a last time:
+/// its descriptor unchanged after the last read, and its path still naming it.
+#[derive(Clone, Copy, Debug)]
+pub struct Publish<'a> {
+    pub dir: &'a std::os::fd::OwnedFd,
+    pub output: &'a Path,
 }
 
 /// What was done.
@@ -116,6 +128,8 @@ pub enum TransformError {
     /// The input is no longer the file that was planned (replaced, grown, rewritten).
     Changed,
     Output(io::Error),
+    /// The complete output could not be given its final name.
+    Publish(io::Error),
 }
 
 impl fmt::Display for TransformError {
@@ -126,6 +140,9 @@ impl fmt::Display for TransformError {
             TransformError::Shrunk => write!(f, "truncated: the file shrank while it was read"),
             TransformError::Changed => write!(f, "input changed while it was being read"),
             TransformError::Output(e) => write!(f, "writing the output: {}", describe_io(e)),
+            TransformError::Publish(e) => {
+                write!(f, "cannot rename the output into place: {}", describe_io(e))
+            }
         }
     }
 }
@@ -186,13 +203,12 @@ pub fn part_blocks(total: u64, part: u32, parts: u32) -> std::ops::Range<u64> {
 
 pub fn transform(req: &Request) -> Result<Stats, TransformError> {
     let (input, opened) = open_input_with_metadata(req.input)?;
-    let unchanged = |input: &File| match req.expect {
-        None => Ok(()),
-        Some(expect) => match expect.matches_file(input) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(TransformError::Changed),
-            Err(e) => Err(TransformError::Input(WavError::Io(e))),
-        },
+    // The file must stay the one planned, or, when none was, the one opened.
+    let expect = req.expect.unwrap_or_else(|| InputIdentity::of(&opened));
+    let unchanged = |input: &File| match expect.matches_file(input) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(TransformError::Changed),
+        Err(e) => Err(TransformError::Input(WavError::Io(e))),
     };
     // Before the first read: the metadata taken when opening is of the open file, so it is the
     // check (no second look needed).
@@ -229,17 +245,32 @@ pub fn transform(req: &Request) -> Result<Stats, TransformError> {
         return Ok(stats);
     }
     // Unnamed, it can have its final mode from the start: nobody can open it before it is linked.
-    let new = NewFile::create_with_mode(req.temp_output, output::unnamed_mode(opened.mode()))
-        .map_err(TransformError::Output)?;
+    let mode = output::unnamed_mode(opened.mode());
+    let new = match req.publish {
+        Some(to) => NewFile::create_in(to.dir, req.temp_output, mode),
+        None => NewFile::create_with_mode(req.temp_output, mode),
+    }
+    .map_err(TransformError::Output)?;
     let written = write(req, &input, info, sigma, &plan, new.file(), true)
         .map_err(changed_or)
-        .and_then(|stats| unchanged(&input).map(|()| stats));
-    match written {
-        Ok(stats) => {
+        .and_then(|stats| unchanged(&input).map(|()| stats))
+        .and_then(|stats| match req.publish {
+            // The last look before the final name: the path still names the file read.
+            Some(_) if !expect.matches_path(req.input) => Err(TransformError::Changed),
+            _ => Ok(stats),
+        });
+    match (written, req.publish) {
+        (Ok(stats), None) => {
             new.finish().map_err(TransformError::Output)?;
             Ok(stats)
         }
-        Err(e) => {
+        (Ok(stats), Some(to)) => {
+            let mode = output::mode_from_metadata(Some(&opened));
+            new.publish_in(to.dir, to.output, mode)
+                .map_err(TransformError::Publish)?;
+            Ok(stats)
+        }
+        (Err(e), _) => {
             new.discard();
             Err(e)
         }

@@ -1,8 +1,9 @@
 //! The engine: what happens to each file, in one place. Drivers (`run`, `watch`, `gen-fake-data`)
 //! hand it files as they find them, at any time; it plans each one, splits it into jobs for the
 //! [`Executor`], follows it through its [`Lifecycle`], decides on typed errors what a failure
-//! means (start the file again, or fail it), renames finished outputs into place, and reports
-//! every file once. It never knows which driver feeds it, and never touches samples.
+//! means (start the file again, or fail it), renames finished outputs into place (or, without
+//! flushes, lets the worker of a whole file name it), and reports every file once. It never
+//! knows which driver feeds it, and never touches samples.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -21,7 +22,7 @@ use crate::etl::manifest::{OutputHeader, Row};
 use crate::etl::tone::Tone;
 use crate::etl::transform::{NoiseLevel, Stats};
 use crate::etl::{describe_io, noise, output};
-use crate::protocol::{GenerateJob, JobFailure, ToWorker, TransformJob, WirePath};
+use crate::protocol::{GenerateJob, JobFailure, PublishTo, ToWorker, TransformJob, WirePath};
 
 /// Files at least this large are split into parts of about this size, so that one large file
 /// keeps every worker busy.
@@ -425,6 +426,10 @@ impl<'e> Engine<'e> {
     fn message(&self, id: u64, file: u64, part: u32, parts: u32) -> ToWorker {
         let f = &self.files[&file];
         let temp_output = WirePath::from(temp_path(&f.input.output, &self.config.tag).as_path());
+        let publish = named_by_worker(self.config.fsync, f.work, parts).then(|| PublishTo {
+            output: WirePath::from(f.input.output.as_path()),
+            below: self.config.out_dir.as_deref().map(WirePath::from),
+        });
         match f.work {
             Work::Generate(tone) => ToWorker::Generate(Arc::new(GenerateJob {
                 id,
@@ -444,6 +449,7 @@ impl<'e> Engine<'e> {
                 expect: f.planned.as_ref().map(|p| p.identity),
                 wav: f.planned.as_ref().and_then(|p| p.wav.clone()),
                 output_format: self.config.output_format,
+                publish,
             })),
         }
     }
@@ -531,6 +537,11 @@ impl<'e> Engine<'e> {
         if *changed || (matches!(f.work, Work::Transform) && f.stats.is_none()) {
             let _ = fs::remove_file(temp_path(&f.input.output, &self.config.tag));
             return self.restart(file);
+        }
+        // Its worker named it: nothing is flushed, so there is nothing to wait for.
+        if named_by_worker(self.config.fsync, f.work, *parts) {
+            let stats = f.stats.take().expect("a transform's figures");
+            return self.committed(file, stats);
         }
         f.life = Lifecycle::PartsDone;
         self.batch_bytes += f.input.size;
@@ -796,6 +807,13 @@ impl<'e> Engine<'e> {
             self.fail(file, FailReason::Publish(e));
             return false;
         }
+        self.committed(file, stats);
+        true
+    }
+
+    /// Reports a file whose output has its final name, and forgets it.
+    fn committed(&mut self, file: u64, stats: Stats) {
+        let f = self.files.get_mut(&file).expect("a file in flight");
         if stats.size_recovered {
             tracing::warn!(
                 "{}: the data size in its header was a placeholder; used the {} frames the file holds",
@@ -843,7 +861,6 @@ impl<'e> Engine<'e> {
         let size = f.input.size;
         self.reporter.file(r, size, self.total_files);
         self.forget(file);
-        true
     }
 
     fn commit_tone(&mut self, file: u64, dir: &OwnedFd, mode: u32) -> bool {
@@ -1071,6 +1088,13 @@ fn copy_error(e: &std::io::Error) -> std::io::Error {
         Some(code) => std::io::Error::from_raw_os_error(code),
         None => std::io::Error::new(e.kind(), e.to_string()),
     }
+}
+
+/// Whether the worker of a file gives its output the final name itself: when the file is a whole
+/// transform and nothing is to be flushed before the name (the output is then named right after
+/// the worker's last look at the input, and the supervisor only reports it).
+fn named_by_worker(fsync: bool, work: Work, parts: u32) -> bool {
+    !fsync && parts == 1 && matches!(work, Work::Transform)
 }
 
 fn identity_now(path: &Path) -> Option<InputIdentity> {

@@ -810,10 +810,10 @@ impl Executor {
             State::Busy { tasks, .. } => tasks,
             _ => VecDeque::new(),
         };
-        // The job it was running is the one it started last, if that one has not reported; those
+        // The job it was running is the one it started last, unless that one had ended; those
         // before it ended (their results died with the worker) and those after it never started:
         // all of them go back without spending an attempt. A worker that started none of the
-        // jobs it holds was running nothing.
+        // jobs it holds, or whose last job had ended, was running nothing.
         let started = w.progress.as_ref().and_then(Progress::current);
         let busy = match started.and_then(|id| tasks.iter().position(|&t| t == id)) {
             Some(at) => tasks.remove(at),

@@ -6,7 +6,8 @@
 //! - the [`engine`] plans each file from one look at it (its identity and where its samples are,
 //!   see [`crate::etl::identity`]), splits large ones into parts, follows each through its
 //!   lifecycle, starts again a file that changed, renames finished outputs into place once the
-//!   input is seen unchanged, and reports;
+//!   input is seen unchanged (a worker names a whole file's output itself when nothing is to be
+//!   flushed first), and reports;
 //! - the [`executor`] owns the worker processes and knows jobs by id only.
 
 pub mod discover;

@@ -5,14 +5,15 @@
 //! channel closes, and the kernel kills it if the supervisor dies (PR_SET_PDEATHSIG, set by the
 //! supervisor before exec).
 
-use std::path::Path;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ipc_channel::ipc::{self, IpcSender};
 
-use crate::etl::{tone, transform};
+use crate::etl::{describe_io, output, tone, transform};
 use crate::protocol::{
-    FromWorker, GenerateJob, JobFailure, JobResult, Progress, ToWorker, TransformJob,
+    FromWorker, GenerateJob, JobFailure, JobResult, Progress, ToWorker, TransformJob, WirePath,
 };
 
 /// Runs the worker loop until the supervisor closes the channel. Returns an error only when the
@@ -48,17 +49,20 @@ pub fn run(server: &str, parent_pid: u32) -> Result<(), String> {
         unsent: Vec::new(),
         since: Instant::now(),
     };
+    let mut folder = OutputFolder::default();
     while let Ok(message) = jobs.recv() {
         let mut jobs = Vec::new();
         flatten(message, &mut jobs);
         let last = jobs.len().saturating_sub(1);
         for (i, job) in jobs.into_iter().enumerate() {
-            progress.started(job.id());
+            let id = job.id();
+            progress.started(id);
             let start = Instant::now();
             let result = match job {
-                One::Transform(job) => run_transform(&job),
+                One::Transform(job) => run_transform(&job, &mut folder),
                 One::Generate(job) => run_generate(&job),
             };
+            progress.ended(id);
             if results.add(result, start.elapsed(), i == last).is_err() {
                 return Ok(());
             }
@@ -135,9 +139,48 @@ impl Results {
     }
 }
 
-fn run_transform(job: &TransformJob) -> JobResult {
+/// The output folder a worker names outputs in, kept open from job to job (files of a folder
+/// come together). Dropped after any failure, so that a folder removed or replaced since is
+/// opened afresh.
+#[derive(Default)]
+struct OutputFolder {
+    open: Option<(PathBuf, Option<PathBuf>, OwnedFd)>,
+}
+
+impl OutputFolder {
+    fn get(&mut self, folder: &Path, below: Option<PathBuf>) -> std::io::Result<&OwnedFd> {
+        let same = matches!(&self.open, Some((f, b, _)) if f == folder && *b == below);
+        if !same {
+            self.open = None;
+            let dir = output::open_folder(folder, below.as_deref())?;
+            self.open = Some((folder.to_path_buf(), below, dir));
+        }
+        Ok(&self.open.as_ref().expect("just opened").2)
+    }
+}
+
+fn run_transform(job: &TransformJob, folder: &mut OutputFolder) -> JobResult {
+    use crate::etl::wav::WavError;
+    use transform::TransformError as E;
     let start = Instant::now();
     let (input, temp) = (job.input.to_path(), job.temp_output.to_path());
+    let to = job.publish.as_ref().map(|p| p.output.to_path());
+    let dir = match (&to, &job.publish) {
+        (Some(to), Some(p)) => {
+            match folder.get(output::folder(to), p.below.as_ref().map(WirePath::to_path)) {
+                Ok(dir) => Some(dir),
+                Err(e) => {
+                    let why = format!("cannot rename the output into place: {}", describe_io(&e));
+                    return JobResult {
+                        id: job.id,
+                        seconds: start.elapsed().as_secs_f64(),
+                        outcome: Err(JobFailure::io(&e, why)),
+                    };
+                }
+            }
+        }
+        _ => None,
+    };
     let outcome = transform::transform(&transform::Request {
         input: &input,
         temp_output: &temp,
@@ -149,19 +192,24 @@ fn run_transform(job: &TransformJob) -> JobResult {
         expect: job.expect,
         wav: job.wav.as_ref(),
         output_format: job.output_format,
+        publish: dir
+            .zip(to.as_deref())
+            .map(|(dir, output)| transform::Publish { dir, output }),
     });
+    let outcome = outcome.map(Some).map_err(|e| match &e {
+        E::Changed => JobFailure::InputChanged,
+        E::Output(io) | E::Publish(io) | E::Input(WavError::Io(io)) => {
+            JobFailure::io(io, e.to_string())
+        }
+        _ => JobFailure::BadInput(e.to_string()),
+    });
+    if outcome.is_err() {
+        folder.open = None;
+    }
     JobResult {
         id: job.id,
         seconds: start.elapsed().as_secs_f64(),
-        outcome: outcome.map(Some).map_err(|e| {
-            use crate::etl::wav::WavError;
-            use transform::TransformError as E;
-            match &e {
-                E::Changed => JobFailure::InputChanged,
-                E::Output(io) | E::Input(WavError::Io(io)) => JobFailure::io(io, e.to_string()),
-                _ => JobFailure::BadInput(e.to_string()),
-            }
-        }),
+        outcome,
     }
 }
 
