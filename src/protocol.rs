@@ -71,6 +71,9 @@ pub struct TransformJob {
     pub output_format: Option<crate::etl::wav::Encoding>,
     /// Set for a whole file when outputs are not flushed: the worker names the output itself.
     pub publish: Option<PublishTo>,
+    /// Set when the supervisor did not look at the input (`expect` is `None`): the worker refuses
+    /// it as [`JobFailure::StillBeingWritten`] if it was modified less than this long ago.
+    pub settle: Option<std::time::Duration>,
 }
 
 /// Where a worker names a whole output itself: `output` in its folder, reached from `below`
@@ -167,6 +170,10 @@ pub enum JobFailure {
     /// The input is no longer the file that was planned: the whole file is to be done again.
     #[error("input changed while it was being read")]
     InputChanged,
+    /// Modified within the settle time, seen by the worker (the supervisor had not looked): the
+    /// file is not done now, as if the supervisor had seen it.
+    #[error("still being written")]
+    StillBeingWritten,
     /// The input is not something etl can read (not a WAV, truncated, unsupported...).
     #[error("{0}")]
     BadInput(String),

@@ -415,10 +415,12 @@ fn sigterm_after_first_report_line(child: &mut std::process::Child, report_path:
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
 }
 
-/// Starts a run over 40 files of 20 s with one worker, SIGTERMs the supervisor once the report
-/// has its first line, and returns the exit code, the report, stdout and the folder. (With 16,
-/// on a loaded machine the run was once over before the signal came.)
-const INTERRUPTED_FILES: u32 = 40;
+/// Starts a run over 24 files of 20 s with one worker, SIGTERMs the supervisor once the report
+/// has its first line, and returns the exit code, the report, stdout and the folder. Without
+/// flushes: the first line of a flushed run waits for its first flush, which on a loaded machine
+/// can take longer than the whole run (the signal then came after the end); and without flushes
+/// the workers name the outputs themselves, whose report must still match the disk.
+const INTERRUPTED_FILES: u32 = 24;
 
 fn interrupted_run() -> (tempfile::TempDir, PathBuf, Option<i32>, Report, String) {
     let tmp = tempfile::tempdir().unwrap();
@@ -428,7 +430,7 @@ fn interrupted_run() -> (tempfile::TempDir, PathBuf, Option<i32>, Report, String
     let mut child = etl()
         .arg("run")
         .arg(&dir)
-        .args(["--seed", "3", "-j", "1", "--report"])
+        .args(["--seed", "3", "-j", "1", "--no-fsync", "--report"])
         .arg(&report_path)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -540,6 +542,77 @@ fn an_interrupted_run_keeps_a_whole_line_per_finished_file_and_a_summary() {
             .contains("not run"),
         "{stdout}"
     );
+}
+
+/// Without flushes each worker names its outputs itself, and holds the results of tiny files for
+/// a moment to send several together: a SIGTERM must still leave on disk exactly the outputs the
+/// report shows, and no temporary.
+#[test]
+fn a_stopped_run_of_tiny_files_without_flushes_has_on_disk_exactly_what_it_reports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tiny");
+    gen_tones(&dir, 20_000, 0.002, &[]);
+    let report_path = tmp.path().join("report.jsonl");
+    let mut stopped = 0;
+    for round in 0..4 {
+        for e in fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.to_string_lossy().ends_with("-transformed.wav") {
+                fs::remove_file(p).unwrap();
+            }
+        }
+        let mut child = etl()
+            .arg("run")
+            .arg(&dir)
+            .args(["--seed", "3", "-j", "2", "--no-fsync", "--settle", "0s"])
+            .arg("--report")
+            .arg(&report_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // A little later each round: some lines in, workers holding results.
+        let lines = 1 + round * 2000;
+        let until = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none()
+            && fs::read(&report_path).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
+                < lines
+        {
+            assert!(Instant::now() < until, "no report lines within a minute");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let code = child.wait().unwrap().code();
+        if code == Some(0) {
+            continue; // over before the signal
+        }
+        assert_eq!(code, Some(143), "round {round}");
+        stopped += 1;
+        let report = read_report(&report_path);
+        let reported: BTreeSet<PathBuf> = report
+            .records
+            .iter()
+            .filter(|r| r["status"] == "ok")
+            .map(|r| PathBuf::from(r["output"].as_str().unwrap()))
+            .collect();
+        assert_eq!(report.records.len(), reported.len(), "round {round}");
+        let on_disk: BTreeSet<PathBuf> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with("-transformed.wav"))
+            .collect();
+        let unreported: Vec<_> = on_disk.difference(&reported).collect();
+        let missing: Vec<_> = reported.difference(&on_disk).collect();
+        assert!(
+            unreported.is_empty() && missing.is_empty(),
+            "round {round}: {} outputs on disk not in the report {unreported:?}, {} reported not on disk {missing:?}",
+            unreported.len(),
+            missing.len()
+        );
+        assert!(temp_files(&dir).is_empty(), "{:?}", temp_files(&dir));
+    }
+    assert!(stopped >= 2, "only {stopped} of 4 runs were still going");
 }
 
 /// The file a worker was busy with when SIGTERM came is not broken: it belongs with the files

@@ -249,6 +249,7 @@ fn mutated_fixtures_never_panic_stay_bounded_and_keep_their_frames() {
                 wav: planned.as_ref().and_then(|p| p.wav.as_ref()),
                 output_format: None,
                 publish: None,
+                settle: None,
             });
             (planned, result)
         });

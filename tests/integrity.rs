@@ -83,8 +83,21 @@ fn grow(path: PathBuf, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
     })
 }
 
+/// Split across two workers: the supervisor looks at the file (and checks the settle time).
 #[test]
 fn a_growing_file_with_a_placeholder_size_is_skipped_or_fails_never_a_wrong_output() {
+    // Files of 1 MiB and more are split, so that the parts of this one run on both workers.
+    growing_file(&["-j", "2"], &[("ETL_SPLIT_BYTES", "1048576")]);
+}
+
+/// Whole, without flushes: the supervisor leaves every look to the worker, which checks the
+/// settle time on the file it opened.
+#[test]
+fn a_growing_file_read_whole_by_a_worker_that_names_it_is_skipped_or_fails() {
+    growing_file(&["-j", "1", "--no-fsync"], &[]);
+}
+
+fn growing_file(extra: &[&'static str], split: &[(&str, &str)]) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().canonicalize().unwrap();
     let input_dir = root.join("in");
@@ -94,20 +107,17 @@ fn a_growing_file_with_a_placeholder_size_is_skipped_or_fails_never_a_wrong_outp
     bytes.extend((0..4u32 << 20).map(|i| (i % 251) as u8));
     fs::write(&input, &bytes).unwrap();
     let report = root.join("report.jsonl");
-    // Files of 1 MiB and more are split, so that the parts of this one run on both workers.
-    let split = [("ETL_SPLIT_BYTES", "1048576")];
     let args = |settle: Option<&'static str>| {
         let mut a = vec![
             "run",
             "--no-progress",
             "in",
-            "-j",
-            "2",
             "--sigma",
             "0",
             "--report",
             "report.jsonl",
         ];
+        a.extend_from_slice(extra);
         if let Some(settle) = settle {
             a.extend(["--settle", settle]);
         }
@@ -130,7 +140,7 @@ fn a_growing_file_with_a_placeholder_size_is_skipped_or_fails_never_a_wrong_outp
         etl_command()
             .current_dir(&root)
             .args(args(None))
-            .envs(split)
+            .envs(split.iter().copied())
             .output()
             .unwrap(),
     );
@@ -149,7 +159,7 @@ fn a_growing_file_with_a_placeholder_size_is_skipped_or_fails_never_a_wrong_outp
         etl_command()
             .current_dir(&root)
             .args(args(Some("0")))
-            .envs(split)
+            .envs(split.iter().copied())
             .output()
             .unwrap(),
     );
@@ -190,7 +200,7 @@ fn a_growing_file_with_a_placeholder_size_is_skipped_or_fails_never_a_wrong_outp
         etl_command()
             .current_dir(&root)
             .args(args(None))
-            .envs(split)
+            .envs(split.iter().copied())
             .output()
             .unwrap(),
     );
@@ -548,6 +558,10 @@ fn cancel_runs(iterations: usize, sig: i32, signal_all: impl Fn(u32, i32)) -> us
     let mut interrupted = 0;
     for _ in 0..iterations {
         let _ = fs::remove_file(&report);
+        // Each run starts with no output, so that what is on disk afterwards is what it made.
+        for output in outputs_in(&input_dir) {
+            fs::remove_file(output).unwrap();
+        }
         let (mut child, out, err) = start(
             &root,
             &[
@@ -597,6 +611,12 @@ fn cancel_runs(iterations: usize, sig: i32, signal_all: impl Fn(u32, i32)) -> us
             assert_eq!(output.frames, 4 * 44100, "{}", input.display());
         }
         assert_eq!(records.len() as u64, run.counts().ok);
+        // What is on disk is what the report shows (the workers name their own outputs here).
+        let reported: std::collections::BTreeSet<PathBuf> = records
+            .iter()
+            .map(|r| output_of(&root.join(r["input"].as_str().unwrap())))
+            .collect();
+        assert_eq!(outputs_in(&input_dir), reported, "{}", run.stderr);
         assert!(temp_files(&input_dir).is_empty(), "{:?}", names(&input_dir));
         for w in workers.iter().chain([&supervisor]) {
             wait_for("the run's processes to be gone", || !process_alive(*w));
@@ -604,6 +624,15 @@ fn cancel_runs(iterations: usize, sig: i32, signal_all: impl Fn(u32, i32)) -> us
     }
     println!("{interrupted} of {iterations} runs were interrupted");
     interrupted
+}
+
+/// The outputs in `dir`.
+fn outputs_in(dir: &Path) -> std::collections::BTreeSet<PathBuf> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with("-transformed.wav"))
+        .collect()
 }
 
 #[test]

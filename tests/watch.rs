@@ -271,22 +271,61 @@ fn files_written_slowly_renamed_in_or_put_in_new_folders_come_out_as_run_makes_t
 
 #[test]
 fn a_file_written_slowly_is_never_taken_half_way() {
+    file_written_slowly(&[]);
+}
+
+/// Without flushes the supervisor leaves the look at a whole file to its worker, which checks the
+/// settle time itself and hands back a file still being written, to be looked at again.
+#[test]
+fn a_file_written_slowly_is_never_taken_half_way_by_a_worker_that_names_it() {
+    file_written_slowly(&["--no-fsync"]);
+}
+
+/// A file found at start (not by an event) that is still being written is looked at again once
+/// it has settled, not left for the next rescan (minutes away): whether the supervisor sees it
+/// still being written, or the worker it leaves the look to (`--no-fsync`).
+#[test]
+fn a_file_found_still_being_written_at_start_is_taken_once_it_has_settled() {
+    for extra in [&[][..], &["--no-fsync"]] {
+        let tmp = TempDir::new().unwrap();
+        let inbox = tmp.path().join("inbox");
+        fs::create_dir(&inbox).unwrap();
+        let path = inbox.join("fresh.wav");
+        fs::write(&path, tone_bytes(0.5)).unwrap();
+        let written = Instant::now();
+        let mut args = vec!["-j", "1", "--settle", "1s"];
+        args.extend_from_slice(extra);
+        args.push(inbox.to_str().unwrap());
+        let mut watch = Watch::start(tmp.path(), &args, &[]);
+        wait_for_file(&output_of(&path));
+        let took = written.elapsed();
+        assert!(
+            took >= Duration::from_secs(1),
+            "{extra:?}: taken {took:?} after it was written"
+        );
+        assert!(
+            took < Duration::from_secs(10),
+            "{extra:?}: taken after {took:?}"
+        );
+        assert_eq!(
+            fs::read(output_of(&path)).unwrap(),
+            run_output(&path, "fresh.wav"),
+            "{extra:?}"
+        );
+        assert_eq!(watch.stop(libc::SIGTERM), 0, "{}", watch.stderr());
+    }
+}
+
+fn file_written_slowly(extra: &[&str]) {
     let tmp = TempDir::new().unwrap();
     let inbox = tmp.path().join("inbox");
     fs::create_dir(&inbox).unwrap();
     let report = tmp.path().join("report.jsonl");
     // The default settle time (1 s): the writer pauses less than that between pieces.
-    let mut watch = Watch::start(
-        tmp.path(),
-        &[
-            "-j",
-            "1",
-            "--report",
-            report.to_str().unwrap(),
-            inbox.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let mut args = vec!["-j", "1", "--report", report.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    args.push(inbox.to_str().unwrap());
+    let mut watch = Watch::start(tmp.path(), &args, &[]);
     let bytes = tone_bytes(1.0);
     let path = inbox.join("slow.wav");
     let mut file = fs::File::create(&path).unwrap();

@@ -11,6 +11,7 @@ use std::fs::{File, Metadata};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::time::Duration;
 
 use super::transform::{TransformError, open_input_with_metadata};
 use super::wav::{self, WavInfo};
@@ -40,6 +41,22 @@ impl InputIdentity {
     /// True when the open file is still this one, unchanged.
     pub fn matches_file(&self, file: &File) -> io::Result<bool> {
         Ok(InputIdentity::of(&file.metadata()?) == *self)
+    }
+
+    /// Modified less than `settle` before `now` (or that far after it: a clock ahead): taken
+    /// to be still being written.
+    pub fn still_being_written(&self, now: std::time::SystemTime, settle: Duration) -> bool {
+        if settle.is_zero() {
+            return false;
+        }
+        let mtime = std::time::UNIX_EPOCH
+            .checked_add(Duration::new(
+                self.mtime_sec.max(0) as u64,
+                self.mtime_nsec.clamp(0, 999_999_999) as u32,
+            ))
+            .unwrap_or(now);
+        let age = now.duration_since(mtime).unwrap_or_else(|e| e.duration());
+        age < settle
     }
 
     /// True when `path` still names this file, unchanged.
@@ -89,6 +106,7 @@ mod tests {
             wav: planned.wav.as_ref(),
             output_format: None,
             publish: None,
+            settle: None,
         }
     }
 

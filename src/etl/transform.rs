@@ -49,16 +49,31 @@ pub struct Request<'a> {
     pub output_format: Option<wav::Encoding>,
     /// A whole output that needs no flush is named here, by the worker: see [`Publish`].
     pub publish: Option<Publish<'a>>,
+    /// The supervisor did not look at the input: refuse it, with
+    /// [`TransformError::StillBeingWritten`], if it was modified less than this long ago.
+    pub settle: Option<std::time::Duration>,
 }
 
 /// Where a whole output gets its final name when nothing is to be flushed first. The output is
 /// made in the open folder `dir` (reached as the supervisor reaches it: from `--out-dir` without
 /// following a link) and named `output` there once the input is seen unchanged a last time:
 /// its descriptor unchanged after the last read, and its path still naming it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct Publish<'a> {
     pub dir: &'a std::os::fd::OwnedFd,
     pub output: &'a Path,
+    /// Called right before the output gets its final name (the worker holds off being stopped
+    /// from then until it has said so).
+    pub naming: &'a dyn Fn(),
+}
+
+impl fmt::Debug for Publish<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Publish")
+            .field("dir", self.dir)
+            .field("output", &self.output)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What was done.
@@ -130,6 +145,8 @@ pub enum TransformError {
     Output(io::Error),
     /// The complete output could not be given its final name.
     Publish(io::Error),
+    /// Modified within the settle time: nothing was read.
+    StillBeingWritten,
 }
 
 impl fmt::Display for TransformError {
@@ -139,6 +156,7 @@ impl fmt::Display for TransformError {
             TransformError::NotRegular(kind) => write!(f, "not a regular file: {kind}"),
             TransformError::Shrunk => write!(f, "truncated: the file shrank while it was read"),
             TransformError::Changed => write!(f, "input changed while it was being read"),
+            TransformError::StillBeingWritten => write!(f, "still being written"),
             TransformError::Output(e) => write!(f, "writing the output: {}", describe_io(e)),
             TransformError::Publish(e) => {
                 write!(f, "cannot rename the output into place: {}", describe_io(e))
@@ -218,6 +236,12 @@ pub fn transform(req: &Request) -> Result<Stats, TransformError> {
     {
         return Err(TransformError::Changed);
     }
+    if req
+        .settle
+        .is_some_and(|settle| expect.still_being_written(std::time::SystemTime::now(), settle))
+    {
+        return Err(TransformError::StillBeingWritten);
+    }
     // A read that fails because the file changed is a change, not a broken file.
     let changed_or = |e: TransformError| match unchanged(&input) {
         Err(changed @ TransformError::Changed) => changed,
@@ -266,6 +290,7 @@ pub fn transform(req: &Request) -> Result<Stats, TransformError> {
         }
         (Ok(stats), Some(to)) => {
             let mode = output::mode_from_metadata(Some(&opened));
+            (to.naming)();
             new.publish_in(to.dir, to.output, mode)
                 .map_err(TransformError::Publish)?;
             Ok(stats)

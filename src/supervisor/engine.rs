@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use super::discover::{Input, Plan};
 use super::executor::{Completion, Executor, IdMap, PoolEnd, Step, Task, Waker, WorkerLost};
 use super::report::{FileRecord, Reporter, Status};
-use super::{make_output_folder, still_being_written, temp_path};
+use super::{make_output_folder, temp_path};
 use crate::etl::identity::{self, InputIdentity, Planned};
 use crate::etl::levels::LevelSpec;
 use crate::etl::manifest::{OutputHeader, Row};
@@ -175,6 +175,8 @@ pub struct Engine<'e> {
     pub made: Vec<Row>,
     /// Outputs skipped as newer than their input: their manifest rows are read from disk.
     pub up_to_date: Vec<Input>,
+    /// Files a worker found still being written, for the driver.
+    unsettled: Vec<Input>,
     /// Files whose parts are all done, waiting to be committed together.
     batch: Vec<u64>,
     batch_bytes: u64,
@@ -203,6 +205,7 @@ impl<'e> Engine<'e> {
             failed: HashMap::new(),
             made: Vec::new(),
             up_to_date: Vec::new(),
+            unsettled: Vec::new(),
             batch: Vec::new(),
             batch_bytes: 0,
             batch_since: None,
@@ -241,14 +244,11 @@ impl<'e> Engine<'e> {
     pub fn decide(&mut self, input: Input) -> Decision {
         let plan = input.status.clone();
         let mut planned = None;
-        if plan == Plan::Transform {
+        if plan == Plan::Transform && !self.worker_looks(&input) {
             planned = self.look(&input);
             if let Some(p) = &planned
-                && still_being_written(
-                    &p.identity,
-                    std::time::SystemTime::now(),
-                    self.config.settle,
-                )
+                && p.identity
+                    .still_being_written(std::time::SystemTime::now(), self.config.settle)
             {
                 return Decision::StillBeingWritten(input);
             }
@@ -302,6 +302,23 @@ impl<'e> Engine<'e> {
                 Err(e)
             }
         }
+    }
+
+    /// Whether the supervisor leaves every look at an input to its worker: when the file will be
+    /// whole (by the size it was found with) and its worker names the output itself, so that the
+    /// last look is the worker's too. The worker then checks the settle time on the descriptor it
+    /// opened, and keeps that file's identity through the read ([`Engine::take_unsettled`]
+    /// gives back a file it found still being written).
+    fn worker_looks(&self, input: &Input) -> bool {
+        let parts = split_count(input.size, self.config.jobs, self.level_of(input));
+        named_by_worker(self.config.fsync, Work::Transform, parts)
+    }
+
+    /// Files a worker found still being written (see [`Engine::worker_looks`]), forgotten by the
+    /// engine: the driver skips them, or looks at them again later, as after
+    /// [`Decision::StillBeingWritten`].
+    pub fn take_unsettled(&mut self) -> Vec<Input> {
+        std::mem::take(&mut self.unsettled)
     }
 
     /// What a file is planned from. One that will not be split needs only its identity (one
@@ -450,6 +467,7 @@ impl<'e> Engine<'e> {
                 wav: f.planned.as_ref().and_then(|p| p.wav.clone()),
                 output_format: self.config.output_format,
                 publish,
+                settle: f.planned.is_none().then_some(self.config.settle),
             })),
         }
     }
@@ -513,6 +531,7 @@ impl<'e> Engine<'e> {
                         }
                         None
                     }
+                    Err(JobFailure::StillBeingWritten) => return self.unsettled(file),
                     Err(failure) => return self.fail(file, FailReason::Job(failure)),
                     Ok(stats) => stats,
                 }
@@ -876,6 +895,14 @@ impl<'e> Engine<'e> {
         self.reporter.file(record, 0, self.total_files);
         self.forget(file);
         true
+    }
+
+    /// A file a worker found still being written goes back to the driver, unreported.
+    fn unsettled(&mut self, file: u64) {
+        if let Some(f) = self.files.remove(&file) {
+            self.active.remove(&f.input.path);
+            self.unsettled.push(f.input);
+        }
     }
 
     /// A file that changed while it was read is done again from the start, with a fresh plan,

@@ -159,26 +159,6 @@ pub(crate) fn make_output_folder(dir: &Path, out_dir: Option<&Path>) -> std::io:
     }
 }
 
-/// A file modified less than `settle` ago (or that far in the future: a clock ahead) is taken
-/// to be still being written.
-pub(crate) fn still_being_written(
-    identity: &InputIdentity,
-    now: std::time::SystemTime,
-    settle: std::time::Duration,
-) -> bool {
-    if settle.is_zero() {
-        return false;
-    }
-    let mtime = std::time::UNIX_EPOCH
-        .checked_add(std::time::Duration::new(
-            identity.mtime_sec.max(0) as u64,
-            identity.mtime_nsec.clamp(0, 999_999_999) as u32,
-        ))
-        .unwrap_or(now);
-    let age = now.duration_since(mtime).unwrap_or_else(|e| e.duration());
-    age < settle
-}
-
 /// `--dry-run`: say what would happen, write nothing.
 pub(crate) fn dry_run(inputs: &discover::Catalog, settle: std::time::Duration) -> RunEnd {
     let mut counts = Counts::default();
@@ -188,7 +168,7 @@ pub(crate) fn dry_run(inputs: &discover::Catalog, settle: std::time::Duration) -
         let mut plan = input.status.clone();
         if plan == Plan::Transform
             && fs::metadata(&input.path)
-                .is_ok_and(|m| still_being_written(&InputIdentity::of(&m), now, settle))
+                .is_ok_and(|m| InputIdentity::of(&m).still_being_written(now, settle))
         {
             plan = Plan::Skip("still being written".into());
         }
@@ -248,9 +228,9 @@ mod tests {
         let recent = modified_at(now - Duration::from_millis(300));
         let old = modified_at(now - Duration::from_secs(5));
         let ahead = modified_at(now + Duration::from_millis(300));
-        assert!(still_being_written(&recent, now, second));
-        assert!(still_being_written(&ahead, now, second));
-        assert!(!still_being_written(&old, now, second));
-        assert!(!still_being_written(&recent, now, Duration::ZERO));
+        assert!(recent.still_being_written(now, second));
+        assert!(ahead.still_being_written(now, second));
+        assert!(!old.still_being_written(now, second));
+        assert!(!recent.still_being_written(now, Duration::ZERO));
     }
 }

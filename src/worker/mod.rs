@@ -48,6 +48,7 @@ pub fn run(server: &str, parent_pid: u32) -> Result<(), String> {
         to_supervisor,
         unsent: Vec::new(),
         since: Instant::now(),
+        stop_held: std::cell::Cell::new(false),
     };
     let mut folder = OutputFolder::default();
     while let Ok(message) = jobs.recv() {
@@ -59,7 +60,7 @@ pub fn run(server: &str, parent_pid: u32) -> Result<(), String> {
             progress.started(id);
             let start = Instant::now();
             let result = match job {
-                One::Transform(job) => run_transform(&job, &mut folder),
+                One::Transform(job) => run_transform(&job, &mut folder, &|| results.hold_stop()),
                 One::Generate(job) => run_generate(&job),
             };
             progress.ended(id);
@@ -115,9 +116,22 @@ struct Results {
     to_supervisor: IpcSender<FromWorker>,
     unsent: Vec<JobResult>,
     since: Instant,
+    /// SIGTERM is blocked: an output was named whose result is not sent yet.
+    stop_held: std::cell::Cell<bool>,
 }
 
 impl Results {
+    /// Holds off SIGTERM (how the supervisor stops a worker, and how systemd or Slurm stop the
+    /// whole group) from the moment this worker names an output until the result that says so is
+    /// sent, which is at most a few milliseconds later: a stopped worker never leaves a named
+    /// output that the report does not show. A SIGTERM that came meanwhile acts right after the
+    /// send. (SIGKILL cannot be held off: that file is then done again, see `Progress`.)
+    fn hold_stop(&self) {
+        if !self.stop_held.replace(true) {
+            set_sigterm_blocked(true);
+        }
+    }
+
     /// Adds the result of a job that took `took`, and sends what is held unless it may wait.
     /// Fails when the supervisor is gone.
     fn add(&mut self, result: JobResult, took: Duration, last: bool) -> Result<(), ()> {
@@ -134,8 +148,27 @@ impl Results {
             self.to_supervisor
                 .send(FromWorker::Done(results))
                 .map_err(|_| ())?;
+            if self.stop_held.replace(false) {
+                set_sigterm_blocked(false);
+            }
         }
         Ok(())
+    }
+}
+
+fn set_sigterm_blocked(blocked: bool) {
+    // SAFETY: `set` is plain memory that sigemptyset initialises; changing this thread's mask
+    // (the worker's only thread) has no other precondition.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        let how = if blocked {
+            libc::SIG_BLOCK
+        } else {
+            libc::SIG_UNBLOCK
+        };
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
     }
 }
 
@@ -159,7 +192,7 @@ impl OutputFolder {
     }
 }
 
-fn run_transform(job: &TransformJob, folder: &mut OutputFolder) -> JobResult {
+fn run_transform(job: &TransformJob, folder: &mut OutputFolder, naming: &dyn Fn()) -> JobResult {
     use crate::etl::wav::WavError;
     use transform::TransformError as E;
     let start = Instant::now();
@@ -194,10 +227,16 @@ fn run_transform(job: &TransformJob, folder: &mut OutputFolder) -> JobResult {
         output_format: job.output_format,
         publish: dir
             .zip(to.as_deref())
-            .map(|(dir, output)| transform::Publish { dir, output }),
+            .map(|(dir, output)| transform::Publish {
+                dir,
+                output,
+                naming,
+            }),
+        settle: job.settle,
     });
     let outcome = outcome.map(Some).map_err(|e| match &e {
         E::Changed => JobFailure::InputChanged,
+        E::StillBeingWritten => JobFailure::StillBeingWritten,
         E::Output(io) | E::Publish(io) | E::Input(WavError::Io(io)) => {
             JobFailure::io(io, e.to_string())
         }

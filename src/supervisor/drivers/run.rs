@@ -67,6 +67,10 @@ pub fn run(executor: &mut Executor, opts: &RunOptions) -> Result<RunEnd, RunErro
         }
         None
     });
+    // Found still being written by the workers of the last files.
+    for input in engine.take_unsettled() {
+        engine.report_skip(&input, "still being written".into());
+    }
     engine.abandon_unfinished();
     engine.reporter.counts.not_run += feed.remaining() as u64;
     // Written whatever the end: a failed or stopped run lists what is on disk, finished.

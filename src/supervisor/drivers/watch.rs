@@ -242,6 +242,9 @@ impl Service<'_> {
         if self.reopen.swap(false, Ordering::SeqCst) {
             engine.reporter.reopen();
         }
+        for input in engine.take_unsettled() {
+            self.arm(input.path, now + self.settle());
+        }
         if let Some(feed) = &mut self.catch_up {
             let mut still = Vec::new();
             if feed.top_up(engine, |_, input: Input| still.push(input.path)) {
