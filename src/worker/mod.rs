@@ -100,7 +100,7 @@ fn flatten(message: ToWorker, jobs: &mut Vec<One>) {
 /// next is likely tiny too)...
 const HOLD_BELOW: Duration = Duration::from_millis(1);
 /// ...at most this many of them...
-const RESULTS_PER_MESSAGE: usize = 16;
+const RESULTS_PER_MESSAGE: usize = 32;
 /// ...and the first of them at most about this long (checked as each job ends).
 const RESULTS_DELAY: Duration = Duration::from_millis(2);
 
@@ -109,9 +109,9 @@ const RESULTS_DELAY: Duration = Duration::from_millis(2);
 /// once, with those held, and so do those of the last job of a message: the worker never waits
 /// for its next message holding a result, and a result waits for at most one more job, a small
 /// one (the supervisor puts only small jobs together in a message, sends a large one alone, and a
-/// job of unknown length, such as a FIFO, only to a worker that holds nothing). The count is an
-/// eighth of what a worker may hold, so results come back (and more work is sent) while it still
-/// has plenty.
+/// job of unknown length, such as a FIFO, only to a worker that holds nothing). The count is a
+/// quarter of what a worker may hold, so results come back (and more work is sent) while it still
+/// has plenty (16 and 64 measured 0.52 and 0.49 s against 0.50 s for 50,000 tiny files, `-j 2`).
 struct Results {
     to_supervisor: IpcSender<FromWorker>,
     unsent: Vec<JobResult>,
