@@ -87,17 +87,18 @@ fn grow(path: PathBuf, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
 #[test]
 fn a_growing_file_with_a_placeholder_size_is_skipped_or_fails_never_a_wrong_output() {
     // Files of 1 MiB and more are split, so that the parts of this one run on both workers.
-    growing_file(&["-j", "2"], &[("ETL_SPLIT_BYTES", "1048576")]);
+    growing_file(&["-j", "2"], &[("ETL_SPLIT_BYTES", "1048576")], false);
 }
 
 /// Whole, without flushes: the supervisor leaves every look to the worker, which checks the
 /// settle time on the file it opened.
 #[test]
 fn a_growing_file_read_whole_by_a_worker_that_names_it_is_skipped_or_fails() {
-    growing_file(&["-j", "1", "--no-fsync"], &[]);
+    growing_file(&["-j", "1", "--no-fsync"], &[], true);
 }
 
-fn growing_file(extra: &[&'static str], split: &[(&str, &str)]) {
+/// A recording that grows while etl runs, split into parts or read whole (`read_whole`).
+fn growing_file(extra: &[&'static str], split: &[(&str, &str)], read_whole: bool) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().canonicalize().unwrap();
     let input_dir = root.join("in");
@@ -165,6 +166,20 @@ fn growing_file(extra: &[&'static str], split: &[(&str, &str)]) {
     );
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
+    if read_whole && run.code == 0 {
+        // Read whole in a few milliseconds, an attempt can fall between two of the writer's
+        // appends (on a loaded machine): its output is then the file as it was, which only ever
+        // grew, so its samples are exactly the start of the input's.
+        assert_eq!(run.counts(), Counts::new(1, 0, 0), "{}", run.stderr);
+        let out = data_bytes(&output_of(&input));
+        assert!(!out.is_empty() && out.len() % 4 == 0, "{}", out.len());
+        assert!(
+            out == fs::read(&input).unwrap()[44..44 + out.len()],
+            "the output's samples are not the start of the input's"
+        );
+        fs::remove_file(output_of(&input)).unwrap();
+        return after_the_recording(&root, &input, &input_dir, &args(None), split);
+    }
     run.expect_code(1);
     assert_eq!(run.counts(), Counts::new(0, 0, 1), "{}", run.stderr);
     assert!(
@@ -194,12 +209,22 @@ fn growing_file(extra: &[&'static str], split: &[(&str, &str)]) {
         run.stderr
     );
 
-    // Once the recording is over, a later run takes it: every byte the file holds, none other.
-    settle(&input);
+    after_the_recording(&root, &input, &input_dir, &args(None), split);
+}
+
+/// Once the recording is over, a later run takes it: every byte the file holds, none other.
+fn after_the_recording(
+    root: &Path,
+    input: &Path,
+    input_dir: &Path,
+    args: &[&str],
+    split: &[(&str, &str)],
+) {
+    settle(input);
     let run = Run::from_output(
         etl_command()
-            .current_dir(&root)
-            .args(args(None))
+            .current_dir(root)
+            .args(args)
             .envs(split.iter().copied())
             .output()
             .unwrap(),
