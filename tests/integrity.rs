@@ -172,7 +172,11 @@ fn growing_file(extra: &[&'static str], split: &[(&str, &str)], read_whole: bool
         // grew, so its samples are exactly the start of the input's.
         assert_eq!(run.counts(), Counts::new(1, 0, 0), "{}", run.stderr);
         let out = data_bytes(&output_of(&input));
-        assert!(!out.is_empty() && out.len() % 4 == 0, "{}", out.len());
+        assert!(
+            !out.is_empty() && out.len().is_multiple_of(4),
+            "{}",
+            out.len()
+        );
         assert!(
             out == fs::read(&input).unwrap()[44..44 + out.len()],
             "the output's samples are not the start of the input's"
@@ -231,18 +235,18 @@ fn after_the_recording(
     );
     run.expect_code(0);
     assert_eq!(run.counts(), Counts::new(1, 0, 0), "{}", run.stderr);
-    let final_len = fs::metadata(&input).unwrap().len();
+    let final_len = fs::metadata(input).unwrap().len();
     let whole_frames = (final_len - 44) / 4 * 4;
-    let out = data_bytes(&output_of(&input));
+    let out = data_bytes(&output_of(input));
     assert_eq!(out.len() as u64, whole_frames);
     assert!(
-        out == fs::read(&input).unwrap()[44..44 + whole_frames as usize],
+        out == fs::read(input).unwrap()[44..44 + whole_frames as usize],
         "the output's samples are not the input's"
     );
-    if let Some(info) = libsndfile_info(&output_of(&input)) {
+    if let Some(info) = libsndfile_info(&output_of(input)) {
         assert_eq!(info, (whole_frames / 4, 2, 44100));
     }
-    assert!(temp_files(&input_dir).is_empty());
+    assert!(temp_files(input_dir).is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------
