@@ -74,7 +74,8 @@ impl Feed {
     }
 
     /// Hands files to the engine until it holds [`WINDOW`]; a file still being written goes to
-    /// `still` (and so does one a worker found still being written since the last call). True once everything was handed over.
+    /// `still` (and so does one a worker found still being written since the last call). True
+    /// once everything was handed over.
     pub fn top_up(
         &mut self,
         engine: &mut Engine,
