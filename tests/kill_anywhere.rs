@@ -12,18 +12,31 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const SEED: &str = "7";
-/// Small enough that the files are split into parts, so that kills land between parts too.
-const SPLIT_BYTES: &str = "65536";
 
-fn run_to_end(data: &Path) -> Run {
-    Run::from_output(
-        etl()
-            .env("ETL_SPLIT_BYTES", SPLIT_BYTES)
-            .args(["run", "--no-progress", "-j", "2", "--seed", SEED])
-            .arg(data)
-            .output()
-            .unwrap(),
-    )
+/// How the runs of a test make their outputs.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// Flushed, and the files split into parts (small parts, so that kills land between parts
+    /// too): the supervisor names each output after the flush.
+    SplitFlushed,
+    /// Whole files without flushes: each worker names its outputs itself.
+    WholeNoFsync,
+}
+
+impl Mode {
+    fn command(self) -> std::process::Command {
+        let mut cmd = etl_command();
+        cmd.args(["run", "--no-progress", "-j", "2", "--seed", SEED]);
+        match self {
+            Mode::SplitFlushed => cmd.env("ETL_SPLIT_BYTES", "65536"),
+            Mode::WholeNoFsync => cmd.arg("--no-fsync"),
+        };
+        cmd
+    }
+}
+
+fn run_to_end(data: &Path, mode: Mode) -> Run {
+    Run::from_output(mode.command().arg(data).output().unwrap())
 }
 
 /// What a run left in `dir` besides its inputs: names that are not hidden, and hidden ones.
@@ -49,6 +62,15 @@ impl Dice {
 
 #[test]
 fn a_run_killed_anywhere_leaves_only_whole_outputs_and_the_next_run_finishes() {
+    killed_anywhere(Mode::SplitFlushed);
+}
+
+#[test]
+fn a_run_whose_workers_name_outputs_killed_anywhere_leaves_only_whole_outputs() {
+    killed_anywhere(Mode::WholeNoFsync);
+}
+
+fn killed_anywhere(mode: Mode) {
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("source");
     gen_fake_data(&source, &["--count", "16", "--duration", "0.5"]);
@@ -68,7 +90,7 @@ fn a_run_killed_anywhere_leaves_only_whole_outputs_and_the_next_run_finishes() {
     };
     let reference = dir.path().join("reference/in");
     copy_inputs(&reference);
-    run_to_end(&reference).expect_code(0);
+    run_to_end(&reference, mode).expect_code(0);
     let expected = snapshot(&reference);
     assert_eq!(
         expected
@@ -93,9 +115,8 @@ fn a_run_killed_anywhere_leaves_only_whole_outputs_and_the_next_run_finishes() {
     for round in 0..12 {
         let data = dir.path().join(format!("round{round}/in"));
         copy_inputs(&data);
-        let mut child = etl_command()
-            .env("ETL_SPLIT_BYTES", SPLIT_BYTES)
-            .args(["run", "--no-progress", "-j", "2", "--seed", SEED])
+        let mut child = mode
+            .command()
             .arg(&data)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -143,7 +164,7 @@ fn a_run_killed_anywhere_leaves_only_whole_outputs_and_the_next_run_finishes() {
             );
         }
         // The next run finishes the work and sweeps what the killed one left.
-        run_to_end(&data).expect_code(0);
+        run_to_end(&data, mode).expect_code(0);
         assert_eq!(
             names(&data),
             names(&reference),
