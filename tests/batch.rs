@@ -545,8 +545,9 @@ fn an_interrupted_run_keeps_a_whole_line_per_finished_file_and_a_summary() {
 }
 
 /// Without flushes each worker names its outputs itself, and holds the results of tiny files for
-/// a moment to send several together: a SIGTERM must still leave on disk exactly the outputs the
-/// report shows, and no temporary.
+/// a moment to send several together: a SIGTERM to the supervisor, or a SIGINT to every process
+/// of the run (as a scheduler may send), must still leave on disk exactly the outputs the report
+/// shows, and no temporary.
 #[test]
 fn a_stopped_run_of_tiny_files_without_flushes_has_on_disk_exactly_what_it_reports() {
     let tmp = tempfile::tempdir().unwrap();
@@ -581,13 +582,26 @@ fn a_stopped_run_of_tiny_files_without_flushes_has_on_disk_exactly_what_it_repor
             assert!(Instant::now() < until, "no report lines within a minute");
             std::thread::sleep(Duration::from_millis(1));
         }
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let (sig, expected) = if round % 2 == 0 {
+            (libc::SIGTERM, 143)
+        } else {
+            (libc::SIGINT, 130)
+        };
+        let mut pids = if sig == libc::SIGINT {
+            common::child_pids(child.id())
+        } else {
+            Vec::new()
+        };
+        pids.push(child.id());
+        for pid in pids {
+            // SAFETY: kill(2) on our own child and its children.
+            unsafe { libc::kill(pid as i32, sig) };
+        }
         let code = child.wait().unwrap().code();
         if code == Some(0) {
             continue; // over before the signal
         }
-        assert_eq!(code, Some(143), "round {round}");
+        assert_eq!(code, Some(expected), "round {round}");
         stopped += 1;
         let report = read_report(&report_path);
         let reported: BTreeSet<PathBuf> = report
@@ -606,9 +620,11 @@ fn a_stopped_run_of_tiny_files_without_flushes_has_on_disk_exactly_what_it_repor
         let missing: Vec<_> = reported.difference(&on_disk).collect();
         assert!(
             unreported.is_empty() && missing.is_empty(),
-            "round {round}: {} outputs on disk not in the report {unreported:?}, {} reported not on disk {missing:?}",
+            "round {round}: {} outputs on disk not in the report (first {:?}), {} reported not on disk (first {:?})",
             unreported.len(),
-            missing.len()
+            unreported.first(),
+            missing.len(),
+            missing.first()
         );
         assert!(temp_files(&dir).is_empty(), "{:?}", temp_files(&dir));
     }

@@ -97,6 +97,22 @@ fn a_growing_file_read_whole_by_a_worker_that_names_it_is_skipped_or_fails() {
     growing_file(&["-j", "1", "--no-fsync"], &[], true);
 }
 
+/// `etl run` over `in` with `--sigma 0` (outputs equal to their inputs, sample for sample) and
+/// a report, with `extra`.
+fn identity_run<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "run",
+        "--no-progress",
+        "in",
+        "--sigma",
+        "0",
+        "--report",
+        "report.jsonl",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// A recording that grows while etl runs, split into parts or read whole (`read_whole`).
 fn growing_file(extra: &[&'static str], split: &[(&str, &str)], read_whole: bool) {
     let dir = tempfile::tempdir().unwrap();
@@ -109,16 +125,7 @@ fn growing_file(extra: &[&'static str], split: &[(&str, &str)], read_whole: bool
     fs::write(&input, &bytes).unwrap();
     let report = root.join("report.jsonl");
     let args = |settle: Option<&'static str>| {
-        let mut a = vec![
-            "run",
-            "--no-progress",
-            "in",
-            "--sigma",
-            "0",
-            "--report",
-            "report.jsonl",
-        ];
-        a.extend_from_slice(extra);
+        let mut a = identity_run(extra);
         if let Some(settle) = settle {
             a.extend(["--settle", settle]);
         }
@@ -316,17 +323,7 @@ fn input_renamed_over_mid_run(args: &[&str], env: &[(&str, &str)], frames: usize
     let new_data = data_bytes(&new);
     let report = root.join("report.jsonl");
 
-    let mut all = vec![
-        "run",
-        "--no-progress",
-        "in",
-        "--sigma",
-        "0",
-        "--report",
-        "report.jsonl",
-    ];
-    all.extend_from_slice(args);
-    let (mut child, out, err) = start(&root, &all, env);
+    let (mut child, out, err) = start(&root, &identity_run(args), env);
     let worker = stop_a_worker_reading(child.id(), &input);
     fs::rename(&new, &input).unwrap();
     send_signal(worker, libc::SIGCONT);

@@ -53,52 +53,44 @@ impl NewFile {
     /// can open it before it is complete and linked, and [`publish`] then has no mode to change.
     /// Written under its name (no `O_TMPFILE`), it is 0600 until [`publish`].
     pub fn create_with_mode(temp: &Path, mode: u32) -> io::Result<NewFile> {
-        if unnamed_files_work()
-            && let Ok(file) = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .mode(mode & 0o777)
-                .custom_flags(libc::O_TMPFILE)
-                .open(folder(temp))
-        {
-            return Ok(NewFile {
-                file,
-                unnamed: true,
-                temp: temp.to_path_buf(),
-            });
-        }
-        Ok(NewFile {
-            file: create_new(temp)?,
-            unnamed: false,
-            temp: temp.to_path_buf(),
-        })
+        NewFile::create_at(None, temp, mode)
     }
 
     /// [`NewFile::create_with_mode`] in the output folder already open as `dir` (the folder of
     /// `temp`): the unnamed file is made there, not through the folder's path.
     pub fn create_in(dir: &OwnedFd, temp: &Path, mode: u32) -> io::Result<NewFile> {
-        if unnamed_files_work() {
-            // SAFETY: a valid descriptor and a NUL-terminated name; the flags take a mode.
+        NewFile::create_at(Some(dir), temp, mode)
+    }
+
+    fn create_at(dir: Option<&OwnedFd>, temp: &Path, mode: u32) -> io::Result<NewFile> {
+        let unnamed = || {
+            let (at, name) = match dir {
+                Some(dir) => (dir.as_raw_fd(), c".".to_owned()),
+                None => (
+                    libc::AT_FDCWD,
+                    CString::new(folder(temp).as_os_str().as_bytes()).ok()?,
+                ),
+            };
+            // SAFETY: a valid descriptor (or AT_FDCWD) and a NUL-terminated name; the flags
+            // take a mode.
             let fd = unsafe {
                 libc::openat(
-                    dir.as_raw_fd(),
-                    c".".as_ptr(),
+                    at,
+                    name.as_ptr(),
                     libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC,
                     (mode & 0o777) as libc::c_uint,
                 )
             };
-            if fd >= 0 {
-                return Ok(NewFile {
-                    // SAFETY: `fd` was just opened and is owned by nothing else.
-                    file: unsafe { File::from_raw_fd(fd) },
-                    unnamed: true,
-                    temp: temp.to_path_buf(),
-                });
-            }
-        }
+            // SAFETY: `fd` was just opened and is owned by nothing else.
+            (fd >= 0).then(|| unsafe { File::from_raw_fd(fd) })
+        };
+        let (file, unnamed) = match unnamed_files_work().then(unnamed).flatten() {
+            Some(file) => (file, true),
+            None => (create_new(temp)?, false),
+        };
         Ok(NewFile {
-            file: create_new(temp)?,
-            unnamed: false,
+            file,
+            unnamed,
             temp: temp.to_path_buf(),
         })
     }

@@ -116,19 +116,20 @@ struct Results {
     to_supervisor: IpcSender<FromWorker>,
     unsent: Vec<JobResult>,
     since: Instant,
-    /// SIGTERM is blocked: an output was named whose result is not sent yet.
+    /// SIGTERM and SIGINT are blocked: an output was named whose result is not sent yet.
     stop_held: std::cell::Cell<bool>,
 }
 
 impl Results {
-    /// Holds off SIGTERM (how the supervisor stops a worker, and how systemd or Slurm stop the
-    /// whole group) from the moment this worker names an output until the result that says so is
-    /// sent, which is at most a few milliseconds later: a stopped worker never leaves a named
-    /// output that the report does not show. A SIGTERM that came meanwhile acts right after the
-    /// send. (SIGKILL cannot be held off: that file is then done again, see `Progress`.)
+    /// Holds off SIGTERM and SIGINT (SIGTERM is how the supervisor stops a worker; either is how
+    /// systemd, Slurm or a user may stop every process of the run) from the moment this worker
+    /// names an output until the result that says so is sent, which is at most a few
+    /// milliseconds later: a stopped worker never leaves a named output that the report does not
+    /// show. A signal that came meanwhile acts right after the send. (SIGKILL cannot be held
+    /// off: that file is then done again, see `Progress`.)
     fn hold_stop(&self) {
         if !self.stop_held.replace(true) {
-            set_sigterm_blocked(true);
+            set_stop_signals_blocked(true);
         }
     }
 
@@ -149,20 +150,21 @@ impl Results {
                 .send(FromWorker::Done(results))
                 .map_err(|_| ())?;
             if self.stop_held.replace(false) {
-                set_sigterm_blocked(false);
+                set_stop_signals_blocked(false);
             }
         }
         Ok(())
     }
 }
 
-fn set_sigterm_blocked(blocked: bool) {
+fn set_stop_signals_blocked(blocked: bool) {
     // SAFETY: `set` is plain memory that sigemptyset initialises; changing this thread's mask
     // (the worker's only thread) has no other precondition.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
         let how = if blocked {
             libc::SIG_BLOCK
         } else {
