@@ -316,6 +316,53 @@ fn a_file_found_still_being_written_at_start_is_taken_once_it_has_settled() {
     }
 }
 
+/// The output folder removed and made again while the service runs (someone cleared it): the
+/// next file's output goes into the folder as it is now, whoever names it (a worker keeps the
+/// folders it named outputs in open, and must not keep using one that is gone).
+#[test]
+fn an_output_folder_made_again_while_watching_gets_the_next_outputs() {
+    for extra in [&[][..], &["--no-fsync"]] {
+        let tmp = TempDir::new().unwrap();
+        let inbox = tmp.path().join("inbox");
+        let out = tmp.path().join("out");
+        fs::create_dir(&inbox).unwrap();
+        fs::create_dir(&out).unwrap();
+        let report = tmp.path().join("report.jsonl");
+        let mut args = vec![
+            "-j",
+            "1",
+            "--settle",
+            "200ms",
+            "--out-dir",
+            out.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        args.push(inbox.to_str().unwrap());
+        let mut watch = Watch::start(tmp.path(), &args, &[]);
+        let bytes = tone_bytes(0.2);
+        fs::write(inbox.join("a.wav"), &bytes).unwrap();
+        wait_for_file(&out.join("a-transformed.wav"));
+        fs::remove_dir_all(&out).unwrap();
+        fs::create_dir(&out).unwrap();
+        fs::write(inbox.join("b.wav"), &bytes).unwrap();
+        let took = wait_for_file(&out.join("b-transformed.wav"));
+        assert!(took < Duration::from_secs(10), "{extra:?}: after {took:?}");
+        assert_eq!(
+            fs::read(out.join("b-transformed.wav")).unwrap(),
+            run_output(&inbox.join("b.wav"), "b.wav"),
+            "{extra:?}"
+        );
+        assert_eq!(watch.stop(libc::SIGTERM), 0, "{}", watch.stderr());
+        let records = report_lines(&report);
+        assert!(
+            records.iter().all(|r| r["status"] != "failed"),
+            "{extra:?}: {records:?}"
+        );
+    }
+}
+
 fn file_written_slowly(extra: &[&str]) {
     let tmp = TempDir::new().unwrap();
     let inbox = tmp.path().join("inbox");

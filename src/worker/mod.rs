@@ -5,13 +5,15 @@
 //! channel closes, and the kernel kills it if the supervisor dies (PR_SET_PDEATHSIG, set by the
 //! supervisor before exec).
 
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ipc_channel::ipc::{self, IpcSender};
 
-use crate::etl::{describe_io, output, tone, transform};
+use crate::etl::transform::TransformError;
+use crate::etl::{output, tone, transform};
 use crate::protocol::{
     FromWorker, GenerateJob, JobFailure, JobResult, Progress, ToWorker, TransformJob, WirePath,
 };
@@ -50,7 +52,7 @@ pub fn run(server: &str, parent_pid: u32) -> Result<(), String> {
         since: Instant::now(),
         stop_held: std::cell::Cell::new(false),
     };
-    let mut folder = OutputFolder::default();
+    let mut folders = OutputFolders::default();
     while let Ok(message) = jobs.recv() {
         let mut jobs = Vec::new();
         flatten(message, &mut jobs);
@@ -60,7 +62,7 @@ pub fn run(server: &str, parent_pid: u32) -> Result<(), String> {
             progress.started(id);
             let start = Instant::now();
             let result = match job {
-                One::Transform(job) => run_transform(&job, &mut folder, &|| results.hold_stop()),
+                One::Transform(job) => run_transform(&job, &mut folders, &|| results.hold_stop()),
                 One::Generate(job) => run_generate(&job),
             };
             progress.ended(id);
@@ -174,49 +176,88 @@ fn set_stop_signals_blocked(blocked: bool) {
     }
 }
 
-/// The output folder a worker names outputs in, kept open from job to job (files of a folder
-/// come together). Dropped after any failure, so that a folder removed or replaced since is
-/// opened afresh.
+/// The output folders a worker names outputs in, kept open from job to job: with `--out-dir`
+/// each is reached level by level from that root, which is worth doing once per folder, not
+/// once per file (files are handed out largest first, so folders interleave). At most
+/// [`OutputFolders::KEPT`] are kept. A folder kept open may have been removed (and made again)
+/// since: a job that fails in one is run once more in the folder opened afresh.
 #[derive(Default)]
-struct OutputFolder {
-    open: Option<(PathBuf, Option<PathBuf>, OwnedFd)>,
+struct OutputFolders {
+    open: HashMap<PathBuf, OwnedFd>,
 }
 
-impl OutputFolder {
-    fn get(&mut self, folder: &Path, below: Option<PathBuf>) -> std::io::Result<&OwnedFd> {
-        let same = matches!(&self.open, Some((f, b, _)) if f == folder && *b == below);
-        if !same {
-            self.open = None;
-            let dir = output::open_folder(folder, below.as_deref())?;
-            self.open = Some((folder.to_path_buf(), below, dir));
+impl OutputFolders {
+    const KEPT: usize = 64;
+
+    /// The folder open, and whether it was kept from an earlier job.
+    fn get(&mut self, folder: &Path, below: Option<&Path>) -> std::io::Result<(&OwnedFd, bool)> {
+        let kept = self.open.contains_key(folder);
+        if !kept {
+            if self.open.len() >= Self::KEPT {
+                self.open.clear();
+            }
+            let dir = output::open_folder(folder, below)?;
+            self.open.insert(folder.to_path_buf(), dir);
         }
-        Ok(&self.open.as_ref().expect("just opened").2)
+        Ok((&self.open[folder], kept))
     }
 }
 
-fn run_transform(job: &TransformJob, folder: &mut OutputFolder, naming: &dyn Fn()) -> JobResult {
-    use crate::etl::wav::WavError;
-    use transform::TransformError as E;
+fn run_transform(job: &TransformJob, folders: &mut OutputFolders, naming: &dyn Fn()) -> JobResult {
     let start = Instant::now();
-    let (input, temp) = (job.input.to_path(), job.temp_output.to_path());
-    let to = job.publish.as_ref().map(|p| p.output.to_path());
-    let dir = match (&to, &job.publish) {
-        (Some(to), Some(p)) => {
-            match folder.get(output::folder(to), p.below.as_ref().map(WirePath::to_path)) {
-                Ok(dir) => Some(dir),
-                Err(e) => {
-                    let why = format!("cannot rename the output into place: {}", describe_io(&e));
-                    return JobResult {
-                        id: job.id,
-                        seconds: start.elapsed().as_secs_f64(),
-                        outcome: Err(JobFailure::io(&e, why)),
-                    };
+    let outcome = match &job.publish {
+        None => transform_into(job, None, naming),
+        Some(to) => {
+            let output = to.output.to_path();
+            let folder = output::folder(&output);
+            let below = to.below.as_ref().map(WirePath::to_path);
+            loop {
+                let (dir, kept) = match folders.get(folder, below.as_deref()) {
+                    Ok(got) => got,
+                    Err(e) => break Err(TransformError::Publish(e)),
+                };
+                let outcome = transform_into(job, Some((dir, &output)), naming);
+                if outcome.is_ok() {
+                    break outcome;
+                }
+                folders.open.remove(folder);
+                // A folder kept open that is gone (removed, perhaps made again since): once more
+                // in the folder as it is now.
+                let gone = matches!(&outcome,
+                    Err(TransformError::Output(e) | TransformError::Publish(e))
+                        if e.raw_os_error() == Some(libc::ENOENT));
+                if !(kept && gone) {
+                    break outcome;
                 }
             }
         }
-        _ => None,
     };
-    let outcome = transform::transform(&transform::Request {
+    JobResult {
+        id: job.id,
+        seconds: start.elapsed().as_secs_f64(),
+        outcome: outcome.map(Some).map_err(|e| {
+            use crate::etl::wav::WavError;
+            use TransformError as E;
+            match &e {
+                E::Changed => JobFailure::InputChanged,
+                E::StillBeingWritten => JobFailure::StillBeingWritten,
+                E::Output(io) | E::Publish(io) | E::Input(WavError::Io(io)) => {
+                    JobFailure::io(io, e.to_string())
+                }
+                _ => JobFailure::BadInput(e.to_string()),
+            }
+        }),
+    }
+}
+
+/// Runs a transform job; with `to`, names the output `to.1` in the open folder `to.0`.
+fn transform_into(
+    job: &TransformJob,
+    to: Option<(&OwnedFd, &Path)>,
+    naming: &dyn Fn(),
+) -> Result<transform::Stats, TransformError> {
+    let (input, temp) = (job.input.to_path(), job.temp_output.to_path());
+    transform::transform(&transform::Request {
         input: &input,
         temp_output: &temp,
         part: job.part,
@@ -227,31 +268,13 @@ fn run_transform(job: &TransformJob, folder: &mut OutputFolder, naming: &dyn Fn(
         expect: job.expect,
         wav: job.wav.as_ref(),
         output_format: job.output_format,
-        publish: dir
-            .zip(to.as_deref())
-            .map(|(dir, output)| transform::Publish {
-                dir,
-                output,
-                naming,
-            }),
+        publish: to.map(|(dir, output)| transform::Publish {
+            dir,
+            output,
+            naming,
+        }),
         settle: job.settle,
-    });
-    let outcome = outcome.map(Some).map_err(|e| match &e {
-        E::Changed => JobFailure::InputChanged,
-        E::StillBeingWritten => JobFailure::StillBeingWritten,
-        E::Output(io) | E::Publish(io) | E::Input(WavError::Io(io)) => {
-            JobFailure::io(io, e.to_string())
-        }
-        _ => JobFailure::BadInput(e.to_string()),
-    });
-    if outcome.is_err() {
-        folder.open = None;
-    }
-    JobResult {
-        id: job.id,
-        seconds: start.elapsed().as_secs_f64(),
-        outcome,
-    }
+    })
 }
 
 fn run_generate(job: &GenerateJob) -> JobResult {
