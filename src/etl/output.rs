@@ -40,6 +40,8 @@ pub struct NewFile {
     /// Written without a name, to be linked by [`NewFile::finish`].
     unnamed: bool,
     temp: PathBuf,
+    /// The folder a named temporary was made in, when it was made through an open folder.
+    dir: Option<OwnedFd>,
 }
 
 impl NewFile {
@@ -84,14 +86,28 @@ impl NewFile {
             // SAFETY: `fd` was just opened and is owned by nothing else.
             (fd >= 0).then(|| unsafe { File::from_raw_fd(fd) })
         };
-        let (file, unnamed) = match unnamed_files_work().then(unnamed).flatten() {
-            Some(file) => (file, true),
-            None => (create_new(temp)?, false),
+        if let Some(file) = unnamed_files_work().then(unnamed).flatten() {
+            return Ok(NewFile {
+                file,
+                unnamed: true,
+                temp: temp.to_path_buf(),
+                dir: None,
+            });
+        }
+        // Under its temporary name: made in the open folder, if one is given, never through
+        // the folder's path (which someone may have swapped for a link since).
+        let (file, dir) = match dir {
+            Some(dir) => (
+                create_new_at(dir, &c_name(temp)?, temp)?,
+                Some(dir.try_clone()?),
+            ),
+            None => (create_new(temp)?, None),
         };
         Ok(NewFile {
             file,
-            unnamed,
+            unnamed: false,
             temp: temp.to_path_buf(),
+            dir,
         })
     }
 
@@ -150,8 +166,17 @@ impl NewFile {
     /// Removes what an unfinished output left: nothing for an unnamed file, the temporary
     /// otherwise.
     pub fn discard(self) {
-        if !self.unnamed {
-            let _ = fs::remove_file(&self.temp);
+        if self.unnamed {
+            return;
+        }
+        match (&self.dir, c_name(&self.temp)) {
+            // SAFETY: a valid descriptor and a NUL-terminated name that outlives the call.
+            (Some(dir), Ok(name)) => unsafe {
+                libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0);
+            },
+            _ => {
+                let _ = fs::remove_file(&self.temp);
+            }
         }
     }
 }
@@ -171,6 +196,33 @@ pub fn create_new(path: &Path) -> io::Result<File> {
     match open() {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             remove_stale(path)?;
+            open()
+        }
+        other => other,
+    }
+}
+
+/// [`create_new`] for `name` (which is `path`) in the open folder `dir`.
+fn create_new_at(dir: &OwnedFd, name: &CStr, path: &Path) -> io::Result<File> {
+    let open = || {
+        // SAFETY: a valid descriptor and a NUL-terminated name; the flags take a mode.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                TEMP_MODE as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just opened and is owned by nothing else.
+        Ok(unsafe { File::from_raw_fd(fd) })
+    };
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            remove_stale_at(dir, name, path)?;
             open()
         }
         other => other,
