@@ -1,9 +1,10 @@
 //! The worker: a child process started by the supervisor (`etl worker`, hidden). It connects to
 //! the supervisor's one-shot IPC server, takes one message at a time (one job, or a batch of
 //! small ones run in order), runs each job through [`crate::etl`], and sends back the results a
-//! few at a time (see [`Results`]). Before each job it sets its [`Progress`]. It exits when its job
-//! channel closes, and the kernel kills it if the supervisor dies (PR_SET_PDEATHSIG, set by the
-//! supervisor before exec).
+//! few at a time (see [`Results`]). A whole file's output that needs no flush it names itself,
+//! in an output folder it keeps open ([`OutputFolders`]); otherwise the supervisor does. Before
+//! and after each job it sets its [`Progress`]. It exits when its job channel closes, and the
+//! kernel kills it if the supervisor dies (PR_SET_PDEATHSIG, set by the supervisor before exec).
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
