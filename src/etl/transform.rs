@@ -174,13 +174,9 @@ impl From<WavError> for TransformError {
 }
 
 /// Opens an input read-only, refusing anything that is not a regular file without blocking on it
-/// (opening a FIFO for reading would otherwise wait for a writer forever).
-pub fn open_input(path: &Path) -> Result<File, TransformError> {
-    open_input_with_metadata(path).map(|(file, _)| file)
-}
-
-/// [`open_input`], also giving the metadata it looked at: one `statx` serves both the check
-/// that it is a regular file and the caller's identity check.
+/// (opening a FIFO for reading would otherwise wait for a writer forever). Gives the metadata it
+/// looked at: one `statx` serves both the check that it is a regular file and the caller's
+/// identity check.
 pub fn open_input_with_metadata(path: &Path) -> Result<(File, Metadata), TransformError> {
     let file = OpenOptions::new()
         .read(true)
