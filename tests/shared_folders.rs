@@ -520,6 +520,84 @@ fn an_output_gets_its_inputs_permissions_masked_by_the_umask() {
     }
 }
 
+/// Gives `dir` the default ACL `u::rw-,g::r--,o::r--` (no named entries): a file made in it
+/// gets its mode from this and the mode asked for, not from the umask. False where the file
+/// system has no ACLs.
+fn set_default_acl(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    // The kernel's posix_acl_xattr format: version 2, then (tag, permissions, id) entries in
+    // order of their tag: USER_OBJ, GROUP_OBJ, OTHER.
+    let mut value = 2u32.to_le_bytes().to_vec();
+    for (tag, perm) in [(0x01u16, 6u16), (0x04, 4), (0x20, 4)] {
+        value.extend(tag.to_le_bytes());
+        value.extend(perm.to_le_bytes());
+        value.extend(u32::MAX.to_le_bytes());
+    }
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+    // SAFETY: NUL-terminated strings and a buffer that outlive the call.
+    let set = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            c"system.posix_acl_default".as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if set == 0 {
+        return true;
+    }
+    let e = std::io::Error::last_os_error();
+    assert_eq!(
+        e.raw_os_error(),
+        Some(libc::EOPNOTSUPP),
+        "setting the ACL: {e}"
+    );
+    false
+}
+
+#[test]
+fn a_folders_default_acl_does_not_change_an_outputs_mode() {
+    for (no_tmpfile, durability) in [false, true]
+        .into_iter()
+        .flat_map(|t| DURABILITIES.map(|d| (t, d)))
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        fs::create_dir(&out).unwrap();
+        if !set_default_acl(&out) {
+            eprintln!("skipped: {} has no ACLs", out.display());
+            return;
+        }
+        let input = dir.path().join("a.wav");
+        write_input(&input);
+        chmod(&input, 0o644);
+        let mut cmd = etl_with_umask(0o077);
+        if no_tmpfile {
+            cmd.env("ETL_NO_TMPFILE", "1");
+        }
+        let run = Run::from_output(
+            cmd.current_dir(dir.path())
+                .args(durability.with(&["run", "--no-progress", "--out-dir", "out", "a.wav"]))
+                .output()
+                .unwrap(),
+        );
+        run.expect_code(0);
+        let output = out.join("a-transformed.wav");
+        // The ACL alone would give 0644; the input's mode under the umask is 0600.
+        let mode = fs::metadata(&output).unwrap().mode() & 0o7777;
+        assert_eq!(
+            format!("{mode:o}"),
+            "600",
+            "ETL_NO_TMPFILE {no_tmpfile}, {durability:?}"
+        );
+        assert_eq!(
+            fs::read(&output).unwrap().len(),
+            fs::read(&input).unwrap().len()
+        );
+    }
+}
+
 #[test]
 fn generated_files_follow_the_umask_and_the_lock_is_never_world_writable() {
     for (umask, file_mode, lock_mode) in [

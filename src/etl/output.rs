@@ -42,6 +42,8 @@ pub struct NewFile {
     temp: PathBuf,
     /// The folder a named temporary was made in, when it was made through an open folder.
     dir: Option<OwnedFd>,
+    /// The permission bits asked for when it was made.
+    mode: u32,
 }
 
 impl NewFile {
@@ -92,6 +94,7 @@ impl NewFile {
                 unnamed: true,
                 temp: temp.to_path_buf(),
                 dir: None,
+                mode: mode & 0o777,
             });
         }
         // Under its temporary name: made in the open folder, if one is given, never through
@@ -108,6 +111,7 @@ impl NewFile {
             unnamed: false,
             temp: temp.to_path_buf(),
             dir,
+            mode: TEMP_MODE,
         })
     }
 
@@ -119,14 +123,18 @@ impl NewFile {
     /// an unnamed file is linked there at once when the name is free (`linkat` never follows
     /// or replaces what holds a name); otherwise it gets its temporary name and is renamed over
     /// what holds the output name ([`publish_in`], which never writes through it either).
-    pub fn publish_in(self, dir: &OwnedFd, output: &Path, mode: u32) -> io::Result<()> {
+    pub fn publish_in(self, dir: &OpenFolder, output: &Path, mode: u32) -> io::Result<()> {
+        let OpenFolder { fd: dir, acl } = dir;
         if !self.unnamed {
             return publish_in(dir, &self.temp, output, mode);
         }
-        // Made with the input's mode as the umask (or a default ACL) allowed: the final mode
-        // unless it had to stay private, or an ACL gave another.
-        let stat = self.file.metadata()?;
-        if stat.mode() & 0o7777 != mode {
+        // Made with the input's mode as the umask allowed: the final mode unless it had to stay
+        // private. A default ACL of the folder may have given another: then it is looked at.
+        let made = match acl {
+            false => self.mode & !umask(),
+            true => self.file.metadata()?.mode() & 0o7777,
+        };
+        if made != mode {
             self.file
                 .set_permissions(fs::Permissions::from_mode(mode))?;
         }
@@ -260,6 +268,37 @@ pub fn open_folder(dir: &Path, below: Option<&Path>) -> io::Result<OwnedFd> {
     match below.and_then(|root| Some((root, dir.strip_prefix(root).ok()?))) {
         Some((root, relative)) => walk_folders(root, relative, false),
         None => Ok(File::open(dir)?.into()),
+    }
+}
+
+/// An output folder kept open, and whether it has a default ACL (which, not the umask, then
+/// decides the mode of a file made in it).
+pub struct OpenFolder {
+    pub fd: OwnedFd,
+    pub acl: bool,
+}
+
+impl OpenFolder {
+    /// [`open_folder`], and a look at its default ACL.
+    pub fn open(dir: &Path, below: Option<&Path>) -> io::Result<OpenFolder> {
+        let fd = open_folder(dir, below)?;
+        // SAFETY: a valid descriptor and a NUL-terminated name; a zero-sized buffer asks for
+        // the value's size only.
+        let size = unsafe {
+            libc::fgetxattr(
+                fd.as_raw_fd(),
+                c"system.posix_acl_default".as_ptr(),
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        // ENODATA: none; ENOTSUP: the file system has no ACLs. Anything else: taken to have one.
+        let acl = size >= 0
+            || !matches!(
+                io::Error::last_os_error().raw_os_error(),
+                Some(libc::ENODATA | libc::EOPNOTSUPP)
+            );
+        Ok(OpenFolder { fd, acl })
     }
 }
 

@@ -56,11 +56,11 @@ pub struct Request<'a> {
 
 /// Where a whole output gets its final name when nothing is to be flushed first. The output is
 /// made in the open folder `dir` (reached as the supervisor reaches it: from `--out-dir` without
-/// following a link) and named `output` there once the input is seen unchanged a last time:
-/// its descriptor unchanged after the last read, and its path still naming it.
+/// following a link) and named `output` there once the input is seen unchanged a last time,
+/// after the last read: its path still naming the file opened, with the size and time it had.
 #[derive(Clone, Copy)]
 pub struct Publish<'a> {
-    pub dir: &'a std::os::fd::OwnedFd,
+    pub dir: &'a output::OpenFolder,
     pub output: &'a Path,
     /// Called right before the output gets its final name (the worker holds off being stopped
     /// from then until it has said so).
@@ -70,7 +70,7 @@ pub struct Publish<'a> {
 impl fmt::Debug for Publish<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Publish")
-            .field("dir", self.dir)
+            .field("dir", &self.dir.fd)
             .field("output", &self.output)
             .finish_non_exhaustive()
     }
@@ -244,14 +244,18 @@ pub fn transform(req: &Request) -> Result<Stats, TransformError> {
         _ => e,
     };
     let probed;
-    let info = match req.wav {
-        Some(info) => info,
+    let (info, held) = match req.wav {
+        Some(info) => (info, wav::Held::default()),
         None => {
             // The length from the look taken when opening (checked against the plan, if any).
-            probed = wav::probe_with_len(&input, opened.len()).map_err(|e| changed_or(e.into()))?;
-            &probed
+            let (info, held) =
+                wav::probe_keeping(&input, opened.len()).map_err(|e| changed_or(e.into()))?;
+            probed = info;
+            (&probed, held)
         }
     };
+    // What the header's read took in (all of a small file) is not read again.
+    let input = Input { file: &input, held };
     let sigma = match req.level {
         NoiseLevel::Sigma(s) => s,
         NoiseLevel::SnrDb(db) => rms(&input, info).map_err(changed_or)? / 10f64.powf(db / 20.0),
@@ -261,23 +265,25 @@ pub fn transform(req: &Request) -> Result<Stats, TransformError> {
     if req.parts > 1 {
         let output = output::open_shared_temp(req.temp_output).map_err(TransformError::Output)?;
         let stats = write(req, &input, info, sigma, &plan, &output, false).map_err(changed_or)?;
-        unchanged(&input)?;
+        unchanged(input.file)?;
         return Ok(stats);
     }
     // Unnamed, it can have its final mode from the start: nobody can open it before it is linked.
     let mode = output::unnamed_mode(opened.mode());
     let new = match req.publish {
-        Some(to) => NewFile::create_in(to.dir, req.temp_output, mode),
+        Some(to) => NewFile::create_in(&to.dir.fd, req.temp_output, mode),
         None => NewFile::create_with_mode(req.temp_output, mode),
     }
     .map_err(TransformError::Output)?;
     let written = write(req, &input, info, sigma, &plan, new.file(), true)
         .map_err(changed_or)
-        .and_then(|stats| unchanged(&input).map(|()| stats))
         .and_then(|stats| match req.publish {
-            // The last look before the final name: the path still names the file read.
+            // The last look before the final name: the path still names the file read, and
+            // unchanged since it was opened (the same inode: its size and time are the open
+            // file's, so the path's look is the descriptor's too).
             Some(_) if !expect.matches_path(req.input) => Err(TransformError::Changed),
-            _ => Ok(stats),
+            Some(_) => Ok(stats),
+            None => unchanged(input.file).map(|()| stats),
         });
     match (written, req.publish) {
         (Ok(stats), None) => {
@@ -303,7 +309,7 @@ pub fn transform(req: &Request) -> Result<Stats, TransformError> {
 /// A `fresh` output is new and empty, and this request writes all of it.
 fn write(
     req: &Request,
-    input: &File,
+    input: &Input,
     info: &WavInfo,
     sigma: f64,
     plan: &OutputPlan,
@@ -345,7 +351,7 @@ fn write(
             let n = (samples - first).min(noise::BLOCK_SAMPLES as u64) as usize;
             let buf = &mut buf[..n * bytes_per_sample];
             let at = first * bytes_per_sample as u64;
-            read_exact_at(input, buf, info.data_offset + at)?;
+            input.read_exact_at(buf, info.data_offset + at)?;
             let mut rng = noise::BlockNoise::new(req.file_seed, block);
             let encoding = info.layout.encoding;
             if big_endian {
@@ -405,14 +411,29 @@ fn write(
     })
 }
 
+/// The input being read, and the bytes of it already read.
+struct Input<'a> {
+    file: &'a File,
+    held: wav::Held,
+}
+
+impl Input<'_> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), TransformError> {
+        if self.held.copy_to(buf, offset) {
+            return Ok(());
+        }
+        read_exact_at(self.file, buf, offset)
+    }
+}
+
 /// The RMS of all samples of all channels, in [0, 1].
-fn rms(input: &File, info: &WavInfo) -> Result<f64, TransformError> {
+fn rms(input: &Input, info: &WavInfo) -> Result<f64, TransformError> {
     let mut sum = 0f64;
     with_buffer(noise::BLOCK_SAMPLES * info.layout.encoding.bytes(), |buf| {
         let mut at = 0u64;
         while at < info.data_len {
             let len = (info.data_len - at).min(buf.len() as u64) as usize;
-            read_exact_at(input, &mut buf[..len], info.data_offset + at)?;
+            input.read_exact_at(&mut buf[..len], info.data_offset + at)?;
             if info.container.big_endian() {
                 kernel::swap_bytes(info.layout.encoding, &mut buf[..len]);
             }

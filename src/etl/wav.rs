@@ -314,10 +314,50 @@ pub fn probe(file: &File) -> Result<WavInfo, WavError> {
 /// [`probe`] for a caller that has just looked at the open file: `file_len` is its length then
 /// (no second look).
 pub fn probe_with_len(file: &File, file_len: u64) -> Result<WavInfo, WavError> {
+    probe_keeping(file, file_len).map(|(info, _)| info)
+}
+
+/// Bytes of a file read while probing it: `bytes` from offset `at` (the whole of a small file).
+#[derive(Debug, Default)]
+pub struct Held {
+    pub at: u64,
+    pub bytes: Vec<u8>,
+}
+
+impl Held {
+    /// Fills `buf` with the file's bytes from `offset` if they are all held.
+    pub fn copy_to(&self, buf: &mut [u8], offset: u64) -> bool {
+        let Some(from) = offset.checked_sub(self.at) else {
+            return false;
+        };
+        let held = usize::try_from(from)
+            .ok()
+            .and_then(|from| self.bytes.get(from..from.checked_add(buf.len())?));
+        match held {
+            Some(held) => {
+                buf.copy_from_slice(held);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// [`probe_with_len`], also giving the bytes it read last, so that a small file is read once.
+pub fn probe_keeping(file: &File, file_len: u64) -> Result<(WavInfo, Held), WavError> {
     if file_len == 0 {
         return Err(WavError::Empty);
     }
     let mut reader = Window::new(file, file_len);
+    let info = probe_from(&mut reader, file_len)?;
+    let held = Held {
+        at: reader.start,
+        bytes: reader.buf,
+    };
+    Ok((info, held))
+}
+
+fn probe_from(reader: &mut Window, file_len: u64) -> Result<WavInfo, WavError> {
     let magic = reader.bytes(0, 40)?.to_vec();
     let wave = magic.get(8..12) == Some(b"WAVE");
     let (container, mut pos) = match magic.get(..4) {
@@ -334,7 +374,7 @@ pub fn probe_with_len(file: &File, file_len: u64) -> Result<WavInfo, WavError> {
     let mut ds64_sizes: Vec<([u8; 4], u64)> = Vec::new();
     let mut fmt: Option<(Vec<u8>, Layout, u16)> = None;
     loop {
-        let Some(head) = read_head(&mut reader, pos, container, &ds64_sizes)? else {
+        let Some(head) = read_head(reader, pos, container, &ds64_sizes)? else {
             return Err(match fmt {
                 None => WavError::NotWav("no fmt chunk".into()),
                 Some(_) => WavError::Malformed("no data chunk".into()),
@@ -379,7 +419,7 @@ pub fn probe_with_len(file: &File, file_len: u64) -> Result<WavInfo, WavError> {
                 let holds = file_len.saturating_sub(body);
                 let placeholder_zero = head.size == 0 && container != Container::Wave64;
                 let recovered = if placeholder_zero {
-                    holds > 0 && !chunks_follow(&mut reader, body, container.big_endian())?
+                    holds > 0 && !chunks_follow(reader, body, container.big_endian())?
                 } else {
                     match (container, head.size32) {
                         (Container::Riff | Container::Rifx, Some(u32::MAX)) => true,

@@ -7,7 +7,6 @@
 //! kernel kills it if the supervisor dies (PR_SET_PDEATHSIG, set by the supervisor before exec).
 
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -184,20 +183,24 @@ fn set_stop_signals_blocked(blocked: bool) {
 /// since: a job that fails in one is run once more in the folder opened afresh.
 #[derive(Default)]
 struct OutputFolders {
-    open: HashMap<PathBuf, OwnedFd>,
+    open: HashMap<PathBuf, output::OpenFolder>,
 }
 
 impl OutputFolders {
     const KEPT: usize = 64;
 
     /// The folder open, and whether it was kept from an earlier job.
-    fn get(&mut self, folder: &Path, below: Option<&Path>) -> std::io::Result<(&OwnedFd, bool)> {
+    fn get(
+        &mut self,
+        folder: &Path,
+        below: Option<&Path>,
+    ) -> std::io::Result<(&output::OpenFolder, bool)> {
         let kept = self.open.contains_key(folder);
         if !kept {
             if self.open.len() >= Self::KEPT {
                 self.open.clear();
             }
-            let dir = output::open_folder(folder, below)?;
+            let dir = output::OpenFolder::open(folder, below)?;
             self.open.insert(folder.to_path_buf(), dir);
         }
         Ok((&self.open[folder], kept))
@@ -254,7 +257,7 @@ fn run_transform(job: &TransformJob, folders: &mut OutputFolders, naming: &dyn F
 /// Runs a transform job; with `to`, names the output `to.1` in the open folder `to.0`.
 fn transform_into(
     job: &TransformJob,
-    to: Option<(&OwnedFd, &Path)>,
+    to: Option<(&output::OpenFolder, &Path)>,
     naming: &dyn Fn(),
 ) -> Result<transform::Stats, TransformError> {
     let (input, temp) = (job.input.to_path(), job.temp_output.to_path());
