@@ -127,6 +127,43 @@ pub struct Catalog {
 struct Folder {
     path: PathBuf,
     relative: PathBuf,
+    /// When outputs go beside the inputs: what its listing showed of the temporaries a killed
+    /// run may have left.
+    leftovers: Option<Leftovers>,
+}
+
+/// The temporaries of this run's tag that a folder's listing showed (a killed run's, since no
+/// live run of the tag can hold the lock this run takes next), and the folder's times when it
+/// was listed: while they are the same, nothing was added to it since, and sweeping it needs no
+/// second listing (200,000 names take 0.1 s). On a kernel whose file times are coarse (before
+/// Linux 6.13), a temporary made within the same few milliseconds as the folder's last change
+/// before the listing can go unseen: it is then removed by the next run, or replaced by this one
+/// if it needs the name.
+pub struct Leftovers {
+    stamp: FolderStamp,
+    names: Vec<std::ffi::OsString>,
+}
+
+/// A folder's identity and times: any entry made, removed or renamed in it changes them.
+type FolderStamp = (u64, u64, i64, i64, i64, i64);
+
+fn folder_stamp(meta: &fs::Metadata) -> FolderStamp {
+    (
+        meta.dev(),
+        meta.ino(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec(),
+    )
+}
+
+impl Leftovers {
+    /// The temporaries found in `dir` when it was listed, if it has not changed since.
+    pub fn if_unchanged(&self, dir: &Path) -> Option<&[std::ffi::OsString]> {
+        let now = fs::metadata(dir).ok()?;
+        (folder_stamp(&now) == self.stamp).then_some(&self.names)
+    }
 }
 
 /// One output of one input.
@@ -221,6 +258,15 @@ impl Catalog {
     }
 
     /// The folders outputs go into: of the outputs to make only, or of all.
+    /// The listed folders that are output folders, with what their listing showed of the
+    /// temporaries a killed run left (see [`Leftovers`]).
+    pub fn leftovers(&self) -> HashMap<&Path, &Leftovers> {
+        self.folders
+            .iter()
+            .filter_map(|f| Some((f.path.as_path(), f.leftovers.as_ref()?)))
+            .collect()
+    }
+
     pub fn output_folders(&self, to_make_only: bool) -> HashSet<PathBuf> {
         let mut used = vec![false; self.folders.len()];
         let mut dirs = HashSet::new();
@@ -486,6 +532,13 @@ fn walk(
             return add_unreadable(dir.to_path_buf(), why, found);
         }
     };
+    // Outputs beside the inputs: this folder is an output folder, and the listing shows what a
+    // killed run left in it (taken before the listing, the times tell if anything came since).
+    let temp_suffix = format!(".{}{}", opts.shard.tag(), super::TEMP_SUFFIX);
+    let mut leftovers = opts.out_dir.is_none().then(|| Leftovers {
+        stamp: folder_stamp(&meta),
+        names: Vec::new(),
+    });
     // The names that may matter, straight into the catalogue's arena (a folder of a million
     // files is listed without a million strings): inputs, and what -r may have to enter.
     let mut listed: Vec<u32> = Vec::new();
@@ -503,6 +556,11 @@ fn walk(
         };
         let name = entry.file_name();
         if name.as_bytes().starts_with(b".") {
+            if let Some(leftovers) = leftovers.as_mut()
+                && name.as_bytes().ends_with(temp_suffix.as_bytes())
+            {
+                leftovers.names.push(name);
+            }
             continue;
         }
         if opts.out_dir.is_none() && is_output_name(&name) {
@@ -529,6 +587,7 @@ fn walk(
     found.inputs.folders.push(Folder {
         path: dir.to_path_buf(),
         relative: relative.to_path_buf(),
+        leftovers,
     });
     outputs_here.sort_unstable();
     let mut outputs = SharedOutputs::of(&found.inputs, &listed);
@@ -1090,6 +1149,41 @@ mod tests {
             no_follow: false,
             variants,
         }
+    }
+
+    #[test]
+    fn a_listing_shows_the_runs_leftovers_until_the_folder_changes() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let dir = tmp.path().join("sounds");
+        fs::create_dir(&dir).unwrap();
+        for name in [
+            "a.wav",
+            ".a-transformed.wav.0of1.etl-tmp",
+            // Another shard's, and a name that is not a temporary.
+            ".b-transformed.wav.1of2.etl-tmp",
+            ".0of1.etl-tmp.txt",
+        ] {
+            fs::write(dir.join(name), b"x").unwrap();
+        }
+        let paths = [dir.clone()];
+        let found = discover(&opts(&paths, None, 1)).unwrap();
+        let listed = found.inputs.leftovers();
+        let leftovers = listed[dir.as_path()];
+        assert_eq!(
+            leftovers.if_unchanged(&dir).unwrap(),
+            [std::ffi::OsString::from(".a-transformed.wav.0of1.etl-tmp")]
+        );
+        // Anything made in the folder since: it must be listed again. (A kernel without
+        // fine-grained file times gives a change within the same tick as the last the same
+        // time: past it.)
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(dir.join(".c-transformed.wav.0of1.etl-tmp"), b"x").unwrap();
+        assert!(leftovers.if_unchanged(&dir).is_none());
+
+        // With --out-dir, the folders listed are not where outputs go.
+        let out = tmp.path().join("out");
+        let found = discover(&opts(&paths, Some(&out), 1)).unwrap();
+        assert!(found.inputs.leftovers().is_empty());
     }
 
     fn plans(found: &Discovery) -> Vec<(PathBuf, PathBuf, Plan)> {

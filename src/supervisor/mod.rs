@@ -18,7 +18,7 @@ pub mod lock;
 pub mod metrics;
 pub mod report;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -114,20 +114,31 @@ pub(crate) fn temp_path(output: &Path, tag: &str) -> PathBuf {
 /// Only called while holding the lock for that tag, so none of them belongs to a live run.
 /// What a killed run leaves is a regular file with one link; anything else under such a name
 /// (a symbolic or hard link) was planted by someone else and is left for the file that needs
-/// the name to refuse, so that the run says so.
-pub(crate) fn sweep(dirs: &HashSet<PathBuf>, tag: &str) {
+/// the name to refuse, so that the run says so. A folder in `listed` whose listing by discovery
+/// still stands is not listed again.
+pub(crate) fn sweep(
+    dirs: &HashSet<PathBuf>,
+    tag: &str,
+    listed: &HashMap<&Path, &discover::Leftovers>,
+) {
     let suffix = format!(".{tag}{TEMP_SUFFIX}");
     for dir in dirs {
-        let Ok(entries) = fs::read_dir(dir) else {
-            continue;
+        let names: Box<dyn Iterator<Item = std::ffi::OsString>> = match listed
+            .get(dir.as_path())
+            .and_then(|found| found.if_unchanged(dir))
+        {
+            Some(names) => Box::new(names.iter().cloned()),
+            None => match fs::read_dir(dir) {
+                Ok(entries) => Box::new(entries.flatten().map(|entry| entry.file_name())),
+                Err(_) => continue,
+            },
         };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if !(name.starts_with('.') && name.ends_with(&suffix)) {
+        for name in names {
+            let lossy = name.to_string_lossy();
+            if !(lossy.starts_with('.') && lossy.ends_with(&suffix)) {
                 continue;
             }
-            let path = entry.path();
+            let path = dir.join(&name);
             let planted = fs::symlink_metadata(&path)
                 .ok()
                 .and_then(|m| output::link_refusal(&m));

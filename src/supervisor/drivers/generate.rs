@@ -20,7 +20,7 @@ pub fn generate(executor: &mut Executor, opts: &GenerateOptions) -> Result<RunEn
     let start = Instant::now();
     let dir = &opts.out_dir;
     let _lock = lock::acquire(std::slice::from_ref(dir), Shard::WHOLE)?;
-    sweep(&HashSet::from([dir.clone()]), TAG);
+    sweep(&HashSet::from([dir.clone()]), TAG, &Default::default());
     let reporter = Reporter::new(None, opts.progress, opts.count as u64, 0, true)?;
     let config = EngineConfig {
         remember_failed: false,

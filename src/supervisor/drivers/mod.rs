@@ -46,7 +46,7 @@ impl Feed {
             .into_iter()
             .filter(|d| !engine.refused_dirs().contains(d))
             .collect();
-        sweep(&out_dirs, tag);
+        sweep(&out_dirs, tag, &found.inputs.leftovers());
         let catalog = found.inputs;
         for i in (0..catalog.len()).filter(|&i| !catalog.to_transform(i)) {
             let _ = engine.decide(catalog.input(i));
