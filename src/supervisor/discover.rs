@@ -252,12 +252,30 @@ impl Catalog {
         }
     }
 
+    /// The output of entry `i`: [`Catalog::input`]'s `output`, made alone.
+    fn output(&self, i: usize) -> PathBuf {
+        let e = self.entries[i];
+        if e.folder == WHOLE {
+            return self.whole[e.name as usize].output.clone();
+        }
+        let folder = &self.folders[e.folder as usize];
+        let name = self.name(e.name);
+        let name = if self.variants <= 1 {
+            output_name(name)
+        } else {
+            variant_output_name(name, e.variant)
+        };
+        match self.out_dir.as_deref() {
+            Some(out) => out.join(&folder.relative).join(name),
+            None => folder.path.join(name),
+        }
+    }
+
     /// Every output, in the order found.
     pub fn iter(&self) -> impl Iterator<Item = Input> + '_ {
         (0..self.len()).map(|i| self.input(i))
     }
 
-    /// The folders outputs go into: of the outputs to make only, or of all.
     /// The listed folders that are output folders, with what their listing showed of the
     /// temporaries a killed run left (see [`Leftovers`]).
     pub fn leftovers(&self) -> HashMap<&Path, &Leftovers> {
@@ -267,6 +285,7 @@ impl Catalog {
             .collect()
     }
 
+    /// The folders outputs go into: of the outputs to make only, or of all.
     pub fn output_folders(&self, to_make_only: bool) -> HashSet<PathBuf> {
         let mut used = vec![false; self.folders.len()];
         let mut dirs = HashSet::new();
@@ -948,18 +967,17 @@ fn mark_duplicate_outputs(catalog: &mut Catalog) {
     // Outputs whose hash was another's first: compared in full (practically never used).
     let mut collided: Vec<usize> = Vec::new();
     for i in 0..catalog.len() {
-        let input = catalog.input(i);
-        let hash = xxhash_rust::xxh3::xxh3_64(input.output.as_os_str().as_bytes());
+        let output = catalog.output(i);
+        let hash = xxhash_rust::xxh3::xxh3_64(output.as_os_str().as_bytes());
         let candidates = first_of.get(&hash).map(|&j| j as usize).into_iter();
         let first = candidates
             .chain(collided.iter().copied())
-            .map(|j| catalog.input(j))
-            .find(|other| other.output == input.output);
+            .find(|&j| catalog.output(j) == output);
         if let Some(first) = first {
             let why = format!(
                 "output {} would also be written for {}",
-                input.output.display(),
-                first.path.display()
+                output.display(),
+                catalog.input(first).path.display()
             );
             catalog.set_plan(i, Plan::Fail(why));
         } else if let std::collections::hash_map::Entry::Vacant(slot) = first_of.entry(hash) {
@@ -1148,6 +1166,35 @@ mod tests {
             shard: Shard::WHOLE,
             no_follow: false,
             variants,
+        }
+    }
+
+    #[test]
+    fn an_outputs_path_made_alone_is_the_inputs_output() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let dir = tmp.path().join("sounds");
+        fs::create_dir_all(dir.join("sub/deeper")).unwrap();
+        for name in ["a.wav", "B.WAV", "sub/c.wav", "sub/deeper/d.Wav"] {
+            fs::write(dir.join(name), b"x").unwrap();
+        }
+        let out = tmp.path().join("out");
+        let paths = [dir.clone(), dir.join("sub/c.wav")];
+        for (out_dir, variants) in [
+            (None, 1),
+            (Some(out.as_path()), 1),
+            (None, 3),
+            (Some(&out), 2),
+        ] {
+            let found = discover(&opts(&paths, out_dir, variants)).unwrap();
+            let catalog = &found.inputs;
+            assert_eq!(catalog.len(), 5 * variants as usize);
+            for i in 0..catalog.len() {
+                assert_eq!(
+                    catalog.output(i),
+                    catalog.input(i).output,
+                    "{out_dir:?} {variants}"
+                );
+            }
         }
     }
 
