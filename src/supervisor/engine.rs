@@ -447,6 +447,7 @@ impl<'e> Engine<'e> {
             output: WirePath::from(f.input.output.as_path()),
             below: self.config.out_dir.as_deref().map(WirePath::from),
         });
+        let file_seed = self.file_seed(&f.input);
         match f.work {
             Work::Generate(tone) => ToWorker::Generate(Arc::new(GenerateJob {
                 id,
@@ -459,9 +460,9 @@ impl<'e> Engine<'e> {
                 temp_output,
                 part,
                 parts,
-                level: self.level_of(&f.input),
+                level: self.config.levels.level_for(file_seed, f.input.variant),
                 // Variant 0's seed is the file seed: one variant gives the bytes it always did.
-                file_seed: noise::variant_seed(self.file_seed(&f.input), f.input.variant),
+                file_seed: noise::variant_seed(file_seed, f.input.variant),
                 fsync: self.config.fsync,
                 expect: f.planned.as_ref().map(|p| p.identity),
                 wav: f.planned.as_ref().and_then(|p| p.wav.clone()),
@@ -851,9 +852,10 @@ impl<'e> Engine<'e> {
         r.clipped = Some(f.clipped);
         r.attempts = f.attempts_before + f.attempts;
         r.worker_pid = f.worker_pid;
-        let level = self.level_of(&self.files[&file].input);
+        let levels = (self.config.per_output_levels || self.config.manifest_rows)
+            .then(|| Row::levels(self.level_of(&self.files[&file].input), Some(stats.sigma)));
         let f = self.files.get_mut(&file).expect("a file in flight");
-        let (sigma, snr_db) = Row::levels(level, Some(stats.sigma));
+        let (sigma, snr_db) = levels.unwrap_or_default();
         if self.config.per_output_levels {
             r.variant = Some(f.input.variant);
             r.sigma = sigma;
@@ -874,7 +876,9 @@ impl<'e> Engine<'e> {
                 },
             });
         }
-        self.failed.remove(&f.input.path);
+        if !self.failed.is_empty() {
+            self.failed.remove(&f.input.path);
+        }
         self.totals.bytes += f.input.size;
         self.totals.seconds += f.seconds;
         let size = f.input.size;

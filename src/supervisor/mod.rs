@@ -104,9 +104,13 @@ pub enum RunError {
 }
 
 pub(crate) fn temp_path(output: &Path, tag: &str) -> PathBuf {
-    let mut name = std::ffi::OsString::from(".");
-    name.push(output.file_name().unwrap_or_default());
-    name.push(format!(".{tag}{TEMP_SUFFIX}"));
+    let file_name = output.file_name().unwrap_or_default();
+    let mut name = std::ffi::OsString::with_capacity(file_name.len() + tag.len() + 16);
+    name.push(".");
+    name.push(file_name);
+    name.push(".");
+    name.push(tag);
+    name.push(TEMP_SUFFIX);
     output.with_file_name(name)
 }
 
