@@ -127,9 +127,9 @@ pub struct Catalog {
 struct Folder {
     path: PathBuf,
     relative: PathBuf,
-    /// When outputs go beside the inputs: what its listing showed of the temporaries a killed
-    /// run may have left.
-    leftovers: Option<Leftovers>,
+    /// When outputs go beside the inputs and it holds at least [`LEFTOVERS_FROM`] inputs: what
+    /// its listing showed of the temporaries a killed run may have left.
+    leftovers: Option<Box<Leftovers>>,
 }
 
 /// The temporaries of this run's tag that a folder's listing showed (a killed run's, since no
@@ -143,6 +143,10 @@ pub struct Leftovers {
     stamp: FolderStamp,
     names: Vec<std::ffi::OsString>,
 }
+
+/// Folders with fewer inputs are listed again by the sweep (which costs little), so that a tree
+/// of many small folders holds no more per folder.
+const LEFTOVERS_FROM: usize = 16;
 
 /// A folder's identity and times: any entry made, removed or renamed in it changes them.
 type FolderStamp = (u64, u64, i64, i64, i64, i64);
@@ -281,7 +285,7 @@ impl Catalog {
     pub fn leftovers(&self) -> HashMap<&Path, &Leftovers> {
         self.folders
             .iter()
-            .filter_map(|f| Some((f.path.as_path(), f.leftovers.as_ref()?)))
+            .filter_map(|f| Some((f.path.as_path(), f.leftovers.as_deref()?)))
             .collect()
     }
 
@@ -606,7 +610,9 @@ fn walk(
     found.inputs.folders.push(Folder {
         path: dir.to_path_buf(),
         relative: relative.to_path_buf(),
-        leftovers,
+        leftovers: leftovers
+            .filter(|_| listed.len() >= LEFTOVERS_FROM)
+            .map(Box::new),
     });
     outputs_here.sort_unstable();
     let mut outputs = SharedOutputs::of(&found.inputs, &listed);
@@ -1203,6 +1209,9 @@ mod tests {
         let tmp = tempfile::TempDir::new().unwrap();
         let dir = tmp.path().join("sounds");
         fs::create_dir(&dir).unwrap();
+        for i in 0..LEFTOVERS_FROM {
+            fs::write(dir.join(format!("{i}.wav")), b"x").unwrap();
+        }
         for name in [
             "a.wav",
             ".a-transformed.wav.0of1.etl-tmp",
@@ -1227,9 +1236,15 @@ mod tests {
         fs::write(dir.join(".c-transformed.wav.0of1.etl-tmp"), b"x").unwrap();
         assert!(leftovers.if_unchanged(&dir).is_none());
 
-        // With --out-dir, the folders listed are not where outputs go.
+        // With --out-dir, the folders listed are not where outputs go; a small folder is
+        // listed again.
         let out = tmp.path().join("out");
         let found = discover(&opts(&paths, Some(&out), 1)).unwrap();
+        assert!(found.inputs.leftovers().is_empty());
+        let small = tmp.path().join("small");
+        fs::create_dir(&small).unwrap();
+        fs::write(small.join("a.wav"), b"x").unwrap();
+        let found = discover(&opts(&[small], None, 1)).unwrap();
         assert!(found.inputs.leftovers().is_empty());
     }
 
