@@ -7,7 +7,7 @@
 use std::fs;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -260,6 +260,14 @@ fn after_the_recording(
 // A file renamed over an input during the run
 // ---------------------------------------------------------------------------------------------
 
+/// Whether process `pid` is stopped.
+fn stopped(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('T'))
+    })
+}
+
 /// Stops (SIGSTOP) a worker of `supervisor` while it holds `input` open, and returns its pid.
 fn stop_a_worker_reading(supervisor: u32, input: &Path) -> u32 {
     let mut caught = None;
@@ -276,10 +284,7 @@ fn stop_a_worker_reading(supervisor: u32, input: &Path) -> u32 {
             // Stopped at once or a moment later: it must still hold the input once stopped.
             let stopped = (0..1000).any(|_| {
                 thread::sleep(std::time::Duration::from_millis(1));
-                fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                    s.rsplit_once(')')
-                        .is_some_and(|(_, r)| r.trim_start().starts_with('T'))
-                })
+                stopped(pid)
             });
             if stopped && open_paths(pid).iter().any(|p| p == input) {
                 caught = Some(pid);
@@ -346,6 +351,83 @@ fn input_renamed_over_mid_run(args: &[&str], env: &[(&str, &str)], frames: usize
     assert_eq!(records[0]["status"], "ok");
     assert_eq!(records[0]["frames"], 900_000);
     assert_eq!(records[0]["channels"], 1);
+    assert!(
+        run.stderr
+            .contains("take.wav: input changed while it was being read; starting it again"),
+        "{}",
+        run.stderr
+    );
+    assert!(temp_files(&input_dir).is_empty(), "{:?}", names(&input_dir));
+}
+
+/// A file split in many parts: the supervisor's last look is at the path.
+#[test]
+fn an_input_rewritten_in_place_to_the_same_size_and_time_mid_run_gives_the_new_output() {
+    input_rewritten_in_place_mid_run(&["-j", "2"], &[("ETL_SPLIT_BYTES", "65536")], 4_000_000);
+}
+
+/// A whole file without flushes: the worker's last look is at the path too.
+#[test]
+fn an_input_rewritten_in_place_while_its_worker_reads_it_whole_gives_the_new_output() {
+    input_rewritten_in_place_mid_run(&["-j", "1", "--no-fsync"], &[], 20_000_000);
+}
+
+/// Rewrites the input in place while a worker is stopped reading it, as `cp -p` or `rsync
+/// --inplace --times` does: same inode, same size, other samples, and its modification time
+/// set back to what it was. Only its change time tells; the output must be the new samples,
+/// whole, and the file started again.
+fn input_rewritten_in_place_mid_run(args: &[&str], env: &[(&str, &str)], frames: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let input_dir = root.join("in");
+    fs::create_dir(&input_dir).unwrap();
+    let input = input_dir.join("take.wav");
+    write_tone(&input, spec(2, 44100, 16, false), frames, 440.0, 0.5);
+    let new = root.join("take-v2.wav");
+    write_tone(&new, spec(2, 44100, 16, false), frames, 330.0, 0.25);
+    let (old_bytes, new_bytes) = (fs::read(&input).unwrap(), fs::read(&new).unwrap());
+    assert_eq!(old_bytes.len(), new_bytes.len());
+    assert_ne!(data_bytes(&input), data_bytes(&new));
+    let before = fs::metadata(&input).unwrap();
+    let report = root.join("report.jsonl");
+
+    let (mut child, out, err) = start(&root, &identity_run(args), env);
+    // Every worker stopped, so that none looks at the file while it is being rewritten (its
+    // time is then new): the only tell left is the change time.
+    let mut workers = vec![stop_a_worker_reading(child.id(), &input)];
+    for pid in child_pids(child.id()) {
+        if !workers.contains(&pid) {
+            send_signal(pid, libc::SIGSTOP);
+            wait_for("a worker stopped", || stopped(pid));
+            workers.push(pid);
+        }
+    }
+    {
+        use std::os::unix::fs::FileExt;
+        let file = fs::OpenOptions::new().write(true).open(&input).unwrap();
+        file.write_all_at(&new_bytes, 0).unwrap();
+        file.set_modified(before.modified().unwrap()).unwrap();
+    }
+    let after = fs::metadata(&input).unwrap();
+    assert_eq!(
+        (after.ino(), after.len(), after.modified().unwrap()),
+        (before.ino(), before.len(), before.modified().unwrap()),
+        "the rewrite must keep the inode, the size and the modification time"
+    );
+    for pid in workers {
+        send_signal(pid, libc::SIGCONT);
+    }
+    let status = child.wait().unwrap();
+    let run = finished(&out, &err, status);
+
+    run.expect_code(0);
+    assert_eq!(run.counts(), Counts::new(1, 0, 0), "{}", run.stderr);
+    assert!(
+        data_bytes(&output_of(&input)) == data_bytes(&new),
+        "the output is not the rewritten file's samples"
+    );
+    let (records, _) = records_and_summary(&report);
+    assert_eq!(records[0]["status"], "ok");
     assert!(
         run.stderr
             .contains("take.wav: input changed while it was being read; starting it again"),

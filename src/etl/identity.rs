@@ -16,8 +16,10 @@ use std::time::Duration;
 use super::transform::{TransformError, open_input_with_metadata};
 use super::wav::{self, WavInfo};
 
-/// Which file, and which version of it: device, inode, size and modification time to the
-/// nanosecond.
+/// Which file, and which version of it: device, inode, size, and its modification and change
+/// times to the nanosecond. The change time is the one no program can set back: a file rewritten
+/// in place to the same size, its modification time then restored (`cp -p`, `rsync --inplace
+/// --times`, `touch -r`), still shows as changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InputIdentity {
     pub dev: u64,
@@ -25,6 +27,8 @@ pub struct InputIdentity {
     pub size: u64,
     pub mtime_sec: i64,
     pub mtime_nsec: i64,
+    pub ctime_sec: i64,
+    pub ctime_nsec: i64,
 }
 
 impl InputIdentity {
@@ -35,6 +39,8 @@ impl InputIdentity {
             size: meta.len(),
             mtime_sec: meta.mtime(),
             mtime_nsec: meta.mtime_nsec(),
+            ctime_sec: meta.ctime(),
+            ctime_nsec: meta.ctime_nsec(),
         }
     }
 

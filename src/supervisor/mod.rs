@@ -233,6 +233,8 @@ mod tests {
             size: 3,
             mtime_sec: since.as_secs() as i64,
             mtime_nsec: since.subsec_nanos() as i64,
+            ctime_sec: since.as_secs() as i64,
+            ctime_nsec: since.subsec_nanos() as i64,
         }
     }
 
