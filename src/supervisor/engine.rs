@@ -46,9 +46,11 @@ pub struct EngineConfig {
     /// Keep the manifest rows of what is made and of what is skipped as up to date (only with
     /// `--manifest`: a long `watch` or a million-file run would otherwise hold one per file).
     pub manifest_rows: bool,
-    /// Remember each input that failed, as it was then, so that a service takes it again only
-    /// once it changed ([`Engine::failed_unchanged`]); a run has no use for it.
-    pub remember_failed: bool,
+    /// A service (`etl watch`): remember each input that failed, as it was then, so that it is
+    /// taken again only once it changed ([`Engine::failed_unchanged`]), and which inputs are
+    /// being worked on ([`Engine::is_active`]). A run hands each input once, and has no use for
+    /// either.
+    pub service: bool,
     pub seed: u64,
     pub fsync: bool,
     pub out_dir: Option<PathBuf>,
@@ -163,7 +165,7 @@ pub struct Engine<'e> {
     files: IdMap<FileEntry>,
     /// Each job sent: its file and part.
     jobs: IdMap<u64>,
-    /// Inputs being worked on: a driver never hands the same one twice at once.
+    /// Inputs being worked on, for a service: it never hands the same one twice at once.
     active: HashSet<PathBuf>,
     next_file: u64,
     next_job: u64,
@@ -218,8 +220,9 @@ impl<'e> Engine<'e> {
         self.executor
     }
 
-    /// Whether this input is being worked on.
+    /// Whether this input is being worked on (kept by a service only).
     pub fn is_active(&self, path: &Path) -> bool {
+        debug_assert!(self.config.service);
         self.active.contains(path)
     }
 
@@ -270,7 +273,7 @@ impl<'e> Engine<'e> {
             refusal = Some(FailReason::OutputFolder(e));
         }
         if let Some(reason) = refusal {
-            if self.config.remember_failed {
+            if self.config.service {
                 self.failed
                     .insert(input.path.clone(), identity_now(&input.path));
             }
@@ -361,7 +364,9 @@ impl<'e> Engine<'e> {
     fn add(&mut self, input: Input, work: Work, planned: Option<Planned>) -> u64 {
         let id = self.next_file;
         self.next_file += 1;
-        self.active.insert(input.path.clone());
+        if self.config.service {
+            self.active.insert(input.path.clone());
+        }
         self.files.insert(
             id,
             FileEntry {
@@ -948,7 +953,7 @@ impl<'e> Engine<'e> {
         }
         let size = f.input.size;
         f.life = Lifecycle::Failed(reason);
-        if matches!(f.work, Work::Transform) && self.config.remember_failed {
+        if matches!(f.work, Work::Transform) && self.config.service {
             self.failed
                 .insert(f.input.path.clone(), identity_now(&f.input.path));
         }
@@ -965,7 +970,9 @@ impl<'e> Engine<'e> {
             if !matches!(f.life, Lifecycle::Committed) {
                 let _ = fs::remove_file(temp_path(&f.input.output, &self.config.tag));
             }
-            self.active.remove(&f.input.path);
+            if self.config.service {
+                self.active.remove(&f.input.path);
+            }
         }
     }
 

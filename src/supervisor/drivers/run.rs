@@ -152,7 +152,7 @@ pub(crate) fn engine_config(opts: &RunOptions, seed: u64) -> EngineConfig {
         levels: opts.levels,
         per_output_levels: opts.variants > 1 || !opts.levels.is_single(),
         manifest_rows: opts.manifest.is_some(),
-        remember_failed: false,
+        service: false,
         seed,
         fsync: opts.fsync,
         out_dir: opts.out_dir.clone(),

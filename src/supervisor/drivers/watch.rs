@@ -108,7 +108,7 @@ pub fn watch(executor: &mut Executor, opts: &WatchOptions) -> Result<RunEnd, Run
     }
 
     let config = EngineConfig {
-        remember_failed: true,
+        service: true,
         ..engine_config(run, seed)
     };
     let mut engine = Engine::new(executor, config, reporter);
