@@ -51,7 +51,9 @@ make_workload() {   # name dir
         short) "$ETL" gen-fake-data -q --out-dir "$dir" --count 2000 --duration 0.25 ;;
         seed) "$ETL" gen-fake-data -q --out-dir "$dir" --count 24 --duration 240 ;;
         tiny) "$ETL" gen-fake-data -q --out-dir "$dir" --count 200000 --duration 0.005 ;;
-        mem) "$ETL" gen-fake-data -q --out-dir "$dir" --count "${MEM_FILES:-1000000}" --duration 0.005 ;;
+        # Its peak RSS too: gen-fake-data plans a window of tones at a time.
+        mem) /usr/bin/time -v -o "$OUT/mem-gen-fake-data.time" \
+                 "$ETL" gen-fake-data -q --out-dir "$dir" --count "${MEM_FILES:-1000000}" --duration 0.005 >/dev/null ;;
     esac
     backdate "$dir"
     touch "$dir.done"

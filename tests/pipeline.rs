@@ -1341,3 +1341,88 @@ fn a_run_whose_reader_went_away_still_does_every_file_and_cleans_up() {
     assert_eq!(outputs, 300);
     assert_eq!(temp_files(&data), Vec::<String>::new());
 }
+
+/// `gen-fake-data` plans its tones a window at a time: stopped by SIGTERM well past the first
+/// window, it leaves only whole tones (each the bytes an undisturbed run writes), counts the rest
+/// as not run, and a second run writes exactly those, keeping the others.
+#[test]
+fn gen_fake_data_stopped_by_sigterm_leaves_whole_tones_and_a_second_run_adds_the_rest() {
+    let dir = tempdir();
+    let (whole, stopped) = (dir.path().join("whole"), dir.path().join("stopped"));
+    let count = 12_000;
+    let args = |out: &Path| {
+        let mut cmd = etl_command();
+        cmd.args(["gen-fake-data", "--duration", "0.005"])
+            .args(["--seed", "7", "--count", &count.to_string(), "--out-dir"])
+            .arg(out);
+        cmd
+    };
+    let reference = args(&whole).output().unwrap();
+    assert!(reference.status.success(), "{reference:?}");
+    let tones = |d: &Path| {
+        fs::read_dir(d)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .as_encoded_bytes()
+                    .starts_with(b"example")
+            })
+            .count()
+    };
+
+    // Its lines go to files: a pipe nobody reads would stop it once full.
+    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = args(&stopped)
+        .stdout(fs::File::create(&out).unwrap())
+        .stderr(fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    // Past the first window (1024 files planned at once), not at the end.
+    wait_for("2000 tones written", || {
+        stopped.is_dir() && tones(&stopped) >= 2000
+    });
+    send_signal(child.id(), libc::SIGTERM);
+    let run = Run::from_output(std::process::Output {
+        status: child.wait().unwrap(),
+        stdout: fs::read(&out).unwrap(),
+        stderr: fs::read(&err).unwrap(),
+    });
+    run.expect_code(143);
+    let written = tones(&stopped);
+    assert!(written >= 2000 && written < count, "{written} tones");
+    let counts = run.counts();
+    assert_eq!(counts.ok as usize, written, "{}", run.stdout);
+    assert_eq!((counts.skipped, counts.failed), (0, 0));
+    assert_eq!(counts.not_run as usize, count - written, "{}", run.stdout);
+    assert!(
+        temp_files(&stopped).is_empty(),
+        "{:?}",
+        temp_files(&stopped)
+    );
+    let tones_in = |d: &Path| {
+        let mut all = snapshot(d);
+        all.retain(|name, _| name.as_os_str().as_encoded_bytes().starts_with(b"example"));
+        all
+    };
+    assert_eq!(tones_in(&stopped).len(), written);
+    for name in tones_in(&stopped).keys() {
+        assert!(
+            fs::read(stopped.join(name)).unwrap() == fs::read(whole.join(name)).unwrap(),
+            "{name:?} is not the tone an undisturbed run writes"
+        );
+    }
+
+    let again = args(&stopped).output().unwrap();
+    let again = Run::from_output(again);
+    again.expect_code(0);
+    assert_eq!(
+        again.counts(),
+        Counts::new((count - written) as u64, written as u64, 0)
+    );
+    assert!(
+        tones_in(&stopped) == tones_in(&whole),
+        "the second run's tones differ"
+    );
+}

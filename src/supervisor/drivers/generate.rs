@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::run_end;
+use super::{WINDOW, run_end};
 use crate::etl::levels::{LevelSpec, Span};
 use crate::etl::tone;
 use crate::supervisor::discover::{Input, Plan, Shard};
@@ -23,7 +23,7 @@ pub fn generate(executor: &mut Executor, opts: &GenerateOptions) -> Result<RunEn
     sweep(&HashSet::from([dir.clone()]), TAG, &Default::default());
     let reporter = Reporter::new(None, opts.progress, opts.count as u64, 0, true)?;
     let config = EngineConfig {
-        remember_failed: false,
+        service: false,
         levels: LevelSpec::Sigma(Span::single(0.0)),
         per_output_levels: false,
         manifest_rows: false,
@@ -38,29 +38,44 @@ pub fn generate(executor: &mut Executor, opts: &GenerateOptions) -> Result<RunEn
     };
     let mut engine = Engine::new(executor, config, reporter);
     engine.total_files = opts.count as u64;
-    let mut todo = Vec::new();
-    for n in 0..opts.count {
-        let path: PathBuf = dir.join(format!("example{n}.wav"));
-        if !opts.force && path.exists() {
-            let input = Input {
-                relative: path.clone(),
-                output: path.clone(),
-                path,
-                size: 0,
-                status: Plan::Skip(String::new()),
-                variant: 0,
-            };
-            engine.report_skip(&input, "exists (use --force to replace it)".into());
-        } else {
-            todo.push(engine.plan_tone(&path, tone::tone_for(n, opts.seed, &opts.tones)));
+    tracing::info!(
+        "writing example0.wav .. example{}.wav in {}",
+        opts.count.saturating_sub(1),
+        dir.display()
+    );
+    // Planned a window at a time, as a run hands over its inputs: a million tones take the
+    // memory of a thousand.
+    let mut next = 0;
+    let end = engine.run(|engine| {
+        if engine.executor().stopping() {
+            return None;
         }
-    }
-    if !todo.is_empty() {
-        tracing::info!("generating {} files in {}", todo.len(), dir.display());
-    }
-    engine.dispatch(&todo);
-    engine.executor().close();
-    let end = engine.run(|_| None);
+        let mut todo = Vec::new();
+        while next < opts.count && engine.in_progress() < WINDOW {
+            let n = next;
+            next += 1;
+            let path: PathBuf = dir.join(format!("example{n}.wav"));
+            if !opts.force && path.exists() {
+                let input = Input {
+                    relative: path.clone(),
+                    output: path.clone(),
+                    path,
+                    size: 0,
+                    status: Plan::Skip(String::new()),
+                    variant: 0,
+                };
+                engine.report_skip(&input, "exists (use --force to replace it)".into());
+            } else {
+                todo.push(engine.plan_tone(&path, tone::tone_for(n, opts.seed, &opts.tones)));
+            }
+        }
+        engine.dispatch(&todo);
+        if next == opts.count {
+            engine.executor().close();
+        }
+        None
+    });
+    engine.reporter.counts.not_run += u64::from(opts.count - next);
     engine.abandon_unfinished();
     engine.reporter.finish(
         start.elapsed().as_secs_f64(),
