@@ -237,26 +237,18 @@ impl Catalog {
         }
         let folder = &self.folders[e.folder as usize];
         let name = self.name(e.name);
-        let path = folder.path.join(name);
-        let relative = folder.relative.join(name);
-        let output = output_path(
-            &path,
-            &relative,
-            self.out_dir.as_deref(),
-            self.variants,
-            e.variant,
-        );
         Input {
-            path,
-            relative,
-            output,
+            path: folder.path.join(name),
+            relative: folder.relative.join(name),
+            output: self.output(i),
             size: e.size,
             status,
             variant: e.variant,
         }
     }
 
-    /// The output of entry `i`: [`Catalog::input`]'s `output`, made alone.
+    /// The output of entry `i` (its input's `output`), made without the input's paths: the
+    /// rule of [`output_path`] for a listed name.
     fn output(&self, i: usize) -> PathBuf {
         let e = self.entries[i];
         if e.folder == WHOLE {
@@ -1176,7 +1168,7 @@ mod tests {
     }
 
     #[test]
-    fn an_outputs_path_made_alone_is_the_inputs_output() {
+    fn a_listed_inputs_output_follows_the_naming_rule() {
         let tmp = tempfile::TempDir::new().unwrap();
         let dir = tmp.path().join("sounds");
         fs::create_dir_all(dir.join("sub/deeper")).unwrap();
@@ -1195,11 +1187,16 @@ mod tests {
             let catalog = &found.inputs;
             assert_eq!(catalog.len(), 5 * variants as usize);
             for i in 0..catalog.len() {
-                assert_eq!(
-                    catalog.output(i),
-                    catalog.input(i).output,
-                    "{out_dir:?} {variants}"
+                let input = catalog.input(i);
+                let expected = output_path(
+                    &input.path,
+                    &input.relative,
+                    out_dir,
+                    variants,
+                    input.variant,
                 );
+                assert_eq!(input.output, expected, "{out_dir:?} {variants}");
+                assert_eq!(catalog.output(i), expected, "{out_dir:?} {variants}");
             }
         }
     }
