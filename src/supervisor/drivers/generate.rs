@@ -38,11 +38,18 @@ pub fn generate(executor: &mut Executor, opts: &GenerateOptions) -> Result<RunEn
     };
     let mut engine = Engine::new(executor, config, reporter);
     engine.total_files = opts.count as u64;
-    tracing::info!(
-        "writing example0.wav .. example{}.wav in {}",
-        opts.count.saturating_sub(1),
-        dir.display()
-    );
+    if opts.count > 0 {
+        tracing::info!(
+            "writing example0.wav .. example{}.wav in {}{}",
+            opts.count - 1,
+            dir.display(),
+            if opts.force {
+                ""
+            } else {
+                " (keeping those there)"
+            }
+        );
+    }
     // Planned a window at a time, as a run hands over its inputs: a million tones take the
     // memory of a thousand.
     let mut next = 0;
