@@ -165,6 +165,9 @@ struct Supervisor {
     /// Every worker seen, and other processes to kill if the test fails.
     seen: HashSet<u32>,
     others: Vec<u32>,
+    /// Outputs are written under a temporary name from the start (`ETL_NO_TMPFILE`), not
+    /// unnamed until complete.
+    named_temps: bool,
 }
 
 /// What a finished process left.
@@ -243,6 +246,9 @@ impl Supervisor {
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let stdout = logs.join(format!("stdout-{n}.txt"));
         let stderr = logs.join(format!("stderr-{n}.txt"));
+        let named_temps = cmd
+            .get_envs()
+            .any(|(k, v)| k == "ETL_NO_TMPFILE" && v.is_some());
         let child = cmd
             .args(args)
             .stdin(Stdio::null())
@@ -257,6 +263,7 @@ impl Supervisor {
             status: None,
             seen: HashSet::new(),
             others: Vec::new(),
+            named_temps,
         }
     }
 
@@ -320,7 +327,13 @@ impl Supervisor {
                         && p.extension().is_some_and(|e| e == "wav")
                         && !p.file_name().unwrap().to_string_lossy().starts_with('.')
                 });
-                let temp = files.iter().any(|p| is_output_being_written(p));
+                // In the middle of its output: unnamed, or under its temporary name when
+                // outputs have one from the start. (An unnamed output gets its temporary name
+                // once complete, a moment before its worker lets go of the input.)
+                let temp = files.iter().any(|p| {
+                    let unnamed = p.to_string_lossy().ends_with(" (deleted)");
+                    is_output_being_written(p) && (unnamed || self.named_temps)
+                });
                 if let (Some(input), true) = (input, temp) {
                     return Some(Caught {
                         pid: w,
