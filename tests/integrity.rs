@@ -437,6 +437,76 @@ fn input_rewritten_in_place_mid_run(args: &[&str], env: &[(&str, &str)], frames:
     assert!(temp_files(&input_dir).is_empty(), "{:?}", names(&input_dir));
 }
 
+/// In a folder of thousands of files, discovery leaves the look at each regular file until it is
+/// handed to a worker. One removed in between is a failure that names it and its cause, as if
+/// discovery had seen it gone; every other file is done.
+#[test]
+fn a_file_removed_from_a_large_folder_before_its_turn_fails_by_name_and_the_rest_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let (small, many) = (root.join("small"), root.join("many"));
+    fs::create_dir(&small).unwrap();
+    fs::create_dir(&many).unwrap();
+    // First in line (the largest, and in a small folder, looked at up front): a worker stopped
+    // reading it holds the run before the last files of `many` are looked at.
+    let big = small.join("big.wav");
+    write_tone(&big, spec(1, 44100, 16, false), 20_000_000, 440.0, 0.5);
+    let count = 6000;
+    for n in 0..count {
+        write_tone(
+            &many.join(format!("f{n:04}.wav")),
+            spec(1, 8000, 16, false),
+            40,
+            440.0,
+            0.5,
+        );
+    }
+    let gone = many.join(format!("f{:04}.wav", count - 1));
+
+    let args = [
+        "run",
+        "--no-progress",
+        "small",
+        "many",
+        "-j",
+        "1",
+        "--settle",
+        "0",
+        "--report",
+        "report.jsonl",
+    ];
+    let (mut child, out, err) = start(&root, &args, &[]);
+    let worker = stop_a_worker_reading(child.id(), &big);
+    fs::remove_file(&gone).unwrap();
+    send_signal(worker, libc::SIGCONT);
+    let status = child.wait().unwrap();
+    let run = finished(&out, &err, status);
+
+    run.expect_code(1);
+    assert_eq!(
+        run.counts(),
+        Counts::new(count as u64, 0, 1),
+        "{}",
+        run.stderr
+    );
+    // Named as the PATH gave it.
+    let named = format!("many/f{:04}.wav", count - 1);
+    let line = format!("{named}: no such file or directory");
+    assert!(run.stderr.contains(&line), "{line}\n{}", run.stderr);
+    let (records, _) = records_and_summary(&root.join("report.jsonl"));
+    let failed: Vec<&Value> = records.iter().filter(|r| r["status"] == "failed").collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["input"], named.as_str());
+    assert!(output_of(&big).is_file());
+    let outputs = fs::read_dir(&many)
+        .unwrap()
+        .filter(|e| is_output_name(&e.as_ref().unwrap().path()))
+        .count();
+    assert_eq!(outputs, count - 1);
+    assert!(!output_of(&gone).exists());
+    assert!(temp_files(&many).is_empty());
+}
+
 #[test]
 fn an_input_that_keeps_being_replaced_fails_and_leaves_no_output() {
     let dir = tempfile::tempdir().unwrap();

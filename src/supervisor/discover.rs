@@ -12,6 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs;
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -170,9 +171,21 @@ impl Leftovers {
     }
 }
 
+/// In a folder of at least this many names to look at, a regular file (as its listing tells)
+/// is not looked at by discovery: its size is taken when it is handed to the engine
+/// ([`Catalog::look`]), while the workers are busy with the files before it, and largest-first
+/// order holds within a look-ahead rather than over the whole folder. A folder of a million
+/// files then starts its first file after its listing, not after a million looks (on a network
+/// filesystem, minutes).
+pub const LOOK_LATER_FROM: usize = 4096;
+
+/// The size of an entry whose file is looked at later (see [`LOOK_LATER_FROM`]).
+const SIZE_LATER: u64 = u64::MAX;
+
 /// One output of one input.
 #[derive(Clone, Copy)]
 struct Entry {
+    /// Its input's size, or [`SIZE_LATER`].
     size: u64,
     /// Where the name starts in `names`; for an entry of `whole`, its index there.
     name: u32,
@@ -208,14 +221,60 @@ impl Catalog {
         self.entries.is_empty()
     }
 
-    /// The input bytes behind every output.
+    /// The input bytes behind every output; 0 when some inputs are looked at later (the
+    /// progress bar then counts files).
     pub fn total_bytes(&self) -> u64 {
+        if self.entries.iter().any(|e| e.size == SIZE_LATER) {
+            return 0;
+        }
         self.entries.iter().map(|e| e.size).sum()
     }
 
-    /// The size of the `i`th output's input.
+    /// The size of the `i`th output's input (0 until it is looked at, for one looked at later).
     pub fn size(&self, i: usize) -> u64 {
-        self.entries[i].size
+        match self.entries[i].size {
+            SIZE_LATER => 0,
+            size => size,
+        }
+    }
+
+    /// Whether the `i`th output's input is to be looked at before it is handed over
+    /// ([`Catalog::look`]).
+    pub fn looked_later(&self, i: usize) -> bool {
+        self.entries[i].size == SIZE_LATER
+    }
+
+    /// Looks at the `i`th output's input, through its folder (kept open in `folder` for the
+    /// next entries of the same folder), and keeps its size: 0 for anything but a regular file
+    /// now (its worker, or the engine's look, says what it is). The error when it cannot be
+    /// looked at (gone since it was listed).
+    pub fn look(&mut self, i: usize, folder: &mut Option<(u32, fs::File)>) -> io::Result<()> {
+        let e = self.entries[i];
+        if e.size != SIZE_LATER {
+            return Ok(());
+        }
+        if folder.as_ref().is_none_or(|(at, _)| *at != e.folder) {
+            *folder = Some((
+                e.folder,
+                fs::File::open(&self.folders[e.folder as usize].path)?,
+            ));
+        }
+        let (_, dir) = folder.as_ref().expect("just opened");
+        let name = std::ffi::CString::new(self.name(e.name).as_bytes()).expect("no NUL");
+        let stat = output::stat_at(dir, &name)?;
+        let regular = stat.st_mode & libc::S_IFMT == libc::S_IFREG;
+        let size = if regular { stat.st_size as u64 } else { 0 };
+        // Every variant of the input (entries side by side) has its size.
+        let same = |x: &Entry| (x.folder, x.name) == (e.folder, e.name);
+        let first = i - self.entries[..i]
+            .iter()
+            .rev()
+            .take_while(|x| same(x))
+            .count();
+        for entry in self.entries[first..].iter_mut().take_while(|x| same(x)) {
+            entry.size = size;
+        }
+        Ok(())
     }
 
     /// Whether the `i`th output is to be made (the rest are reported without a worker).
@@ -241,7 +300,7 @@ impl Catalog {
             path: folder.path.join(name),
             relative: folder.relative.join(name),
             output: self.output(i),
-            size: e.size,
+            size: self.size(i),
             status,
             variant: e.variant,
         }
@@ -557,6 +616,8 @@ fn walk(
     // The names that may matter, straight into the catalogue's arena (a folder of a million
     // files is listed without a million strings): inputs, and what -r may have to enter.
     let mut listed: Vec<u32> = Vec::new();
+    // The names the listing says are regular files (its entry type, no look needed).
+    let mut regular: Vec<u32> = Vec::new();
     // Outputs beside the inputs are in the same listing: an output name not in it needs no
     // look of its own (a fresh run over a million files saves a million failing lookups).
     // Hashes only: one that matches is looked at, as before.
@@ -581,15 +642,18 @@ fn walk(
         if opts.out_dir.is_none() && is_output_name(&name) {
             outputs_here.push(xxhash_rust::xxh3::xxh3_64(name.as_bytes()));
         }
-        let may_enter = opts.recursive
-            && entry
-                .file_type()
-                .map_or(true, |t| t.is_dir() || t.is_symlink());
+        let kind = entry.file_type().ok();
+        let may_enter = opts.recursive && kind.is_none_or(|t| t.is_dir() || t.is_symlink());
         if !is_input_name(&name) && !may_enter {
             continue;
         }
         match found.inputs.add_name(name.as_bytes()) {
-            Some(at) => listed.push(at),
+            Some(at) => {
+                listed.push(at);
+                if kind.is_some_and(|t| t.is_file()) {
+                    regular.push(at);
+                }
+            }
             None => {
                 let why = "too many files: their names pass 4 GiB".to_string();
                 return add_unreadable(dir.to_path_buf(), why, found);
@@ -610,8 +674,13 @@ fn walk(
     let mut outputs = SharedOutputs::of(&found.inputs, &listed);
     outputs.listed = opts.out_dir.is_none().then_some(outputs_here);
     // Each entry is looked at through the folder (one name to resolve, not the whole path);
-    // a link, or anything but a file or a folder, the long way below.
+    // a link, or anything but a file or a folder, the long way below. In a large folder, the
+    // files its listing says are regular are looked at later (see [`LOOK_LATER_FROM`]).
     let handle = fs::File::open(dir).ok();
+    let look_later = listed.len() >= LOOK_LATER_FROM;
+    if !look_later {
+        regular.clear();
+    }
     for at in listed {
         let name = found.inputs.name(at).to_os_string();
         let entry = Listed {
@@ -620,6 +689,11 @@ fn walk(
             path: dir.join(&name),
             relative: relative.join(&name),
         };
+        if is_input_name(&name) && regular.binary_search(&at).is_ok() {
+            let plan = Plan::Transform;
+            add_listed(opts, entry, SIZE_LATER, None, plan, &mut outputs, found);
+            continue;
+        }
         match handle.as_ref().and_then(|h| kind_at(h, &name)) {
             Some(Kind::Folder) if opts.recursive => {
                 walk(opts, &entry.path, &entry.relative, visited, found);
@@ -1165,6 +1239,85 @@ mod tests {
             no_follow: false,
             variants,
         }
+    }
+
+    #[test]
+    fn a_large_folders_regular_files_are_looked_at_later_and_the_rest_at_once() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let dir = tmp.path().join("sounds");
+        fs::create_dir(&dir).unwrap();
+        let size_of = |n: usize| (n % 7 + 1) as u64;
+        for n in 0..LOOK_LATER_FROM {
+            fs::write(
+                dir.join(format!("f{n:04}.wav")),
+                vec![0u8; size_of(n) as usize],
+            )
+            .unwrap();
+        }
+        std::os::unix::fs::symlink("f0003.wav", dir.join("link.wav")).unwrap();
+        let fifo = std::ffi::CString::new(dir.join("pipe.wav").as_os_str().as_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+
+        let paths = [dir.clone()];
+        let mut catalog = discover(&opts(&paths, None, 2)).unwrap().inputs;
+        assert_eq!(catalog.len(), 2 * (LOOK_LATER_FROM + 2));
+        assert_eq!(catalog.total_bytes(), 0, "the bar counts files");
+        let mut entries: HashMap<String, Vec<usize>> = HashMap::new();
+        for i in 0..catalog.len() {
+            let name = catalog.input(i).path.file_name().unwrap().to_owned();
+            entries
+                .entry(name.into_string().unwrap())
+                .or_default()
+                .push(i);
+        }
+        let by_name = |_: &Catalog, name: &str| entries[name].clone();
+        // Looked at by discovery: the link (followed) and the FIFO (refused).
+        for i in by_name(&catalog, "link.wav") {
+            assert!(!catalog.looked_later(i));
+            assert_eq!(catalog.input(i).size, size_of(3));
+        }
+        for i in by_name(&catalog, "pipe.wav") {
+            assert!(!catalog.looked_later(i));
+            assert!(matches!(catalog.input(i).status, Plan::Fail(ref why) if why.contains("FIFO")));
+        }
+        // The regular files, later: one is gone and one is a folder by then.
+        fs::remove_file(dir.join("f0010.wav")).unwrap();
+        fs::remove_file(dir.join("f0011.wav")).unwrap();
+        fs::create_dir(dir.join("f0011.wav")).unwrap();
+        let mut folder = None;
+        for n in 0..LOOK_LATER_FROM {
+            let name = format!("f{n:04}.wav");
+            let [first, second] = by_name(&catalog, &name)[..] else {
+                panic!("two variants of {name}");
+            };
+            assert!(catalog.looked_later(first) && catalog.looked_later(second));
+            assert_eq!(catalog.input(first).size, 0);
+            // The second variant first: the look serves both.
+            let looked = catalog.look(second, &mut folder);
+            match n {
+                10 => {
+                    let e = looked.unwrap_err();
+                    assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+                    continue;
+                }
+                _ => looked.unwrap(),
+            }
+            // A folder by now is not a regular file: no size.
+            let expected = if n == 11 { 0 } else { size_of(n) };
+            for i in [first, second] {
+                assert!(!catalog.looked_later(i));
+                assert_eq!(catalog.input(i).size, expected, "{name}");
+            }
+        }
+
+        // A smaller folder is looked at whole by discovery.
+        fs::remove_file(dir.join("f0000.wav")).unwrap();
+        fs::remove_dir(dir.join("f0011.wav")).unwrap();
+        let catalog = discover(&opts(&paths, None, 1)).unwrap().inputs;
+        assert!((0..catalog.len()).all(|i| !catalog.looked_later(i)));
+        let files = (1..LOOK_LATER_FROM).filter(|&n| n != 10 && n != 11);
+        let expected: u64 = files.map(size_of).sum::<u64>() + size_of(3);
+        assert_eq!(catalog.total_bytes(), expected);
     }
 
     #[test]

@@ -10,28 +10,43 @@ pub mod run;
 pub mod watch;
 
 use std::cmp::Reverse;
-use std::collections::HashSet;
+use std::collections::{BinaryHeap, HashSet};
 use std::path::PathBuf;
 
 use super::RunEnd;
-use super::discover::{Catalog, Discovery, Input};
+use super::discover::{Catalog, Discovery, Input, Plan};
 use super::engine::{Decision, Engine};
 use super::executor::PoolEnd;
 use super::report::Counts;
 use super::sweep;
+use crate::etl::describe_io;
 
 /// Files the engine holds at once while a [`Feed`] hands it a catalogue: enough to keep every
 /// worker and a whole commit batch busy, few enough that memory does not grow with the corpus.
 const WINDOW: usize = 1024;
 
+/// How many files looked at later (in folders of [`discover::LOOK_LATER_FROM`] names or more)
+/// are looked at ahead of the one handed over: largest first among them.
+const LOOK_AHEAD: usize = 4096;
+
 /// Hands what discovery found to the engine a window at a time: first the outputs decided
 /// without a worker (skips and failures), in the order found, then the work, largest input
-/// first, so that a large file never starts last.
+/// first, so that a large file never starts last. Files of large folders, which discovery did
+/// not look at, come after the others, in the order listed, each looked at just before it is
+/// handed over; largest first within a look-ahead of [`LOOK_AHEAD`] files.
 pub(crate) struct Feed {
     catalog: Catalog,
-    /// The outputs to make, by their index in the catalogue, largest input first.
+    /// The outputs to make whose size is known, by their index in the catalogue, largest input
+    /// first.
     order: Vec<u32>,
     next: usize,
+    /// The outputs to make whose input is looked at later, in the order found.
+    later: Vec<u32>,
+    next_later: usize,
+    /// Of those, the ones looked at and not handed over yet: (size, order found, index).
+    ahead: BinaryHeap<(u64, Reverse<usize>, u32)>,
+    /// The folder of the last file looked at, kept open for the next.
+    folder: Option<(u32, std::fs::File)>,
 }
 
 impl Feed {
@@ -51,26 +66,57 @@ impl Feed {
         for i in (0..catalog.len()).filter(|&i| !catalog.to_transform(i)) {
             let _ = engine.decide(catalog.input(i));
         }
-        let mut order: Vec<u32> = (0..catalog.len())
+        let (later, mut order): (Vec<u32>, Vec<u32>) = (0..catalog.len())
             .filter(|&i| catalog.to_transform(i))
             .map(|i| i as u32)
-            .collect();
+            .partition(|&i| catalog.looked_later(i as usize));
         order.sort_by_key(|&i| Reverse(catalog.size(i as usize)));
         Feed {
             catalog,
             order,
             next: 0,
+            later,
+            next_later: 0,
+            ahead: BinaryHeap::new(),
+            folder: None,
         }
     }
 
     /// Outputs to make, handed over or not.
     pub fn len(&self) -> usize {
-        self.order.len()
+        self.order.len() + self.later.len()
     }
 
     /// Outputs to make not handed over yet: at the end of a stopped run, not run.
     pub fn remaining(&self) -> usize {
-        self.order.len() - self.next
+        self.order.len() - self.next + self.later.len() - self.next_later + self.ahead.len()
+    }
+
+    /// The next output to hand over, largest input first; an input that can no longer be
+    /// looked at is reported failed on the way.
+    fn next_input(&mut self, engine: &mut Engine) -> Option<Input> {
+        if self.next < self.order.len() {
+            self.next += 1;
+            return Some(self.catalog.input(self.order[self.next - 1] as usize));
+        }
+        while self.ahead.len() < LOOK_AHEAD && self.next_later < self.later.len() {
+            let i = self.later[self.next_later];
+            self.next_later += 1;
+            match self.catalog.look(i as usize, &mut self.folder) {
+                Ok(_) => {
+                    let size = self.catalog.size(i as usize);
+                    self.ahead.push((size, Reverse(self.next_later), i));
+                }
+                Err(e) => {
+                    // Gone since it was listed: as discovery would have said.
+                    let mut input = self.catalog.input(i as usize);
+                    input.status = Plan::Fail(describe_io(&e));
+                    let _ = engine.decide(input);
+                }
+            }
+        }
+        let (_, _, i) = self.ahead.pop()?;
+        Some(self.catalog.input(i as usize))
     }
 
     /// Hands files to the engine until it holds [`WINDOW`]; a file still being written goes to
@@ -88,9 +134,10 @@ impl Feed {
             return false;
         }
         let mut planned = Vec::new();
-        while self.next < self.order.len() && engine.in_progress() < WINDOW {
-            let input = self.catalog.input(self.order[self.next] as usize);
-            self.next += 1;
+        while engine.in_progress() < WINDOW {
+            let Some(input) = self.next_input(engine) else {
+                break;
+            };
             match engine.decide(input) {
                 Decision::Planned(id) => planned.push(id),
                 Decision::StillBeingWritten(input) => still(engine, input),
@@ -98,7 +145,7 @@ impl Feed {
             }
         }
         engine.dispatch(&planned);
-        self.next == self.order.len()
+        self.remaining() == 0
     }
 }
 
