@@ -616,8 +616,8 @@ fn walk(
     // The names that may matter, straight into the catalogue's arena (a folder of a million
     // files is listed without a million strings): inputs, and what -r may have to enter.
     let mut listed: Vec<u32> = Vec::new();
-    // The names the listing says are regular files (its entry type, no look needed).
-    let mut regular: Vec<u32> = Vec::new();
+    // The names the listing says are not regular files (its entry type; few, in most folders).
+    let mut irregular: Vec<u32> = Vec::new();
     // Outputs beside the inputs are in the same listing: an output name not in it needs no
     // look of its own (a fresh run over a million files saves a million failing lookups).
     // Hashes only: one that matches is looked at, as before.
@@ -650,8 +650,8 @@ fn walk(
         match found.inputs.add_name(name.as_bytes()) {
             Some(at) => {
                 listed.push(at);
-                if kind.is_some_and(|t| t.is_file()) {
-                    regular.push(at);
+                if !kind.is_some_and(|t| t.is_file()) {
+                    irregular.push(at);
                 }
             }
             None => {
@@ -678,9 +678,6 @@ fn walk(
     // files its listing says are regular are looked at later (see [`LOOK_LATER_FROM`]).
     let handle = fs::File::open(dir).ok();
     let look_later = listed.len() >= LOOK_LATER_FROM;
-    if !look_later {
-        regular.clear();
-    }
     for at in listed {
         let name = found.inputs.name(at).to_os_string();
         let entry = Listed {
@@ -689,7 +686,7 @@ fn walk(
             path: dir.join(&name),
             relative: relative.join(&name),
         };
-        if is_input_name(&name) && regular.binary_search(&at).is_ok() {
+        if look_later && is_input_name(&name) && irregular.binary_search(&at).is_err() {
             let plan = Plan::Transform;
             add_listed(opts, entry, SIZE_LATER, None, plan, &mut outputs, found);
             continue;
