@@ -312,45 +312,55 @@ fn an_input_renamed_over_while_its_worker_reads_it_whole_gives_the_new_files_out
     input_renamed_over_mid_run(&["-j", "1", "--no-fsync"], &[], 20_000_000);
 }
 
-/// Renames a new take over the input while a worker is stopped reading it: the output must be
-/// the new take's, whole, and the file started again once.
-fn input_renamed_over_mid_run(args: &[&str], env: &[(&str, &str)], frames: usize) {
+/// Runs `etl` (`identity_run(args)`, `env`) over `in/take.wav`, `frames` of stereo 16-bit;
+/// once a worker is reading it, stops every worker (so that none looks at the file while it
+/// changes), lets `change` change it, and lets the run finish. The file must be done once more,
+/// whole, from what it is now: checked here, as far as every change has it in common (the
+/// samples are the new ones: `new` is a file with them). Returns the run and the input.
+fn input_changed_mid_run(
+    args: &[&str],
+    env: &[(&str, &str)],
+    frames: usize,
+    new: impl FnOnce(&Path) -> PathBuf,
+    change: impl FnOnce(&Path, &Path),
+) -> (tempfile::TempDir, PathBuf, Run) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().canonicalize().unwrap();
     let input_dir = root.join("in");
     fs::create_dir(&input_dir).unwrap();
     let input = input_dir.join("take.wav");
-    // The old take: stereo 16-bit; the new one: mono 24-bit, another length. A mix of the two
-    // would show in the layout, the length or the bytes.
     write_tone(&input, spec(2, 44100, 16, false), frames, 440.0, 0.5);
-    let new = root.join("take-v2.wav");
-    write_tone(&new, spec(1, 48000, 24, false), 900_000, 330.0, 0.25);
+    let new = new(&root);
     let new_data = data_bytes(&new);
-    let report = root.join("report.jsonl");
+    assert!(
+        data_bytes(&input) != new_data,
+        "the change must change the samples"
+    );
 
     let (mut child, out, err) = start(&root, &identity_run(args), env);
-    let worker = stop_a_worker_reading(child.id(), &input);
-    fs::rename(&new, &input).unwrap();
-    send_signal(worker, libc::SIGCONT);
+    let mut workers = vec![stop_a_worker_reading(child.id(), &input)];
+    for pid in child_pids(child.id()) {
+        if !workers.contains(&pid) {
+            send_signal(pid, libc::SIGSTOP);
+            wait_for("a worker stopped", || stopped(pid));
+            workers.push(pid);
+        }
+    }
+    change(&input, &new);
+    for pid in workers {
+        send_signal(pid, libc::SIGCONT);
+    }
     let status = child.wait().unwrap();
     let run = finished(&out, &err, status);
 
     run.expect_code(0);
     assert_eq!(run.counts(), Counts::new(1, 0, 0), "{}", run.stderr);
-    let wav = read_wav(&output_of(&input));
-    assert_eq!(wav.spec, spec(1, 48000, 24, false), "the old file's layout");
-    assert_eq!(wav.frames, 900_000);
-    if let Some(info) = libsndfile_info(&output_of(&input)) {
-        assert_eq!(info, (900_000, 1, 48000));
-    }
     assert!(
         data_bytes(&output_of(&input)) == new_data,
-        "the output is not the new file's samples"
+        "the output is not the changed file's samples"
     );
-    let (records, _) = records_and_summary(&report);
+    let (records, _) = records_and_summary(&root.join("report.jsonl"));
     assert_eq!(records[0]["status"], "ok");
-    assert_eq!(records[0]["frames"], 900_000);
-    assert_eq!(records[0]["channels"], 1);
     assert!(
         run.stderr
             .contains("take.wav: input changed while it was being read; starting it again"),
@@ -358,6 +368,28 @@ fn input_renamed_over_mid_run(args: &[&str], env: &[(&str, &str)], frames: usize
         run.stderr
     );
     assert!(temp_files(&input_dir).is_empty(), "{:?}", names(&input_dir));
+    (dir, input, run)
+}
+
+/// Renames a new take over the input: mono 24-bit, another length (a mix of the two would show
+/// in the layout, the length or the bytes).
+fn input_renamed_over_mid_run(args: &[&str], env: &[(&str, &str)], frames: usize) {
+    let new_take = |root: &Path| {
+        let new = root.join("take-v2.wav");
+        write_tone(&new, spec(1, 48000, 24, false), 900_000, 330.0, 0.25);
+        new
+    };
+    let rename = |input: &Path, new: &Path| fs::rename(new, input).unwrap();
+    let (dir, input, _) = input_changed_mid_run(args, env, frames, new_take, rename);
+    let wav = read_wav(&output_of(&input));
+    assert_eq!(wav.spec, spec(1, 48000, 24, false), "the old file's layout");
+    assert_eq!(wav.frames, 900_000);
+    if let Some(info) = libsndfile_info(&output_of(&input)) {
+        assert_eq!(info, (900_000, 1, 48000));
+    }
+    let (records, _) = records_and_summary(&dir.path().join("report.jsonl"));
+    assert_eq!(records[0]["frames"], 900_000);
+    assert_eq!(records[0]["channels"], 1);
 }
 
 /// A file split in many parts: the supervisor's last look is at the path.
@@ -372,69 +404,31 @@ fn an_input_rewritten_in_place_while_its_worker_reads_it_whole_gives_the_new_out
     input_rewritten_in_place_mid_run(&["-j", "1", "--no-fsync"], &[], 20_000_000);
 }
 
-/// Rewrites the input in place while a worker is stopped reading it, as `cp -p` or `rsync
-/// --inplace --times` does: same inode, same size, other samples, and its modification time
-/// set back to what it was. Only its change time tells; the output must be the new samples,
-/// whole, and the file started again.
+/// Rewrites the input in place, as `cp -p` or `rsync --inplace --times` does: same inode, same
+/// size, other samples, and its modification time set back to what it was. Only its change time
+/// tells.
 fn input_rewritten_in_place_mid_run(args: &[&str], env: &[(&str, &str)], frames: usize) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().canonicalize().unwrap();
-    let input_dir = root.join("in");
-    fs::create_dir(&input_dir).unwrap();
-    let input = input_dir.join("take.wav");
-    write_tone(&input, spec(2, 44100, 16, false), frames, 440.0, 0.5);
-    let new = root.join("take-v2.wav");
-    write_tone(&new, spec(2, 44100, 16, false), frames, 330.0, 0.25);
-    let (old_bytes, new_bytes) = (fs::read(&input).unwrap(), fs::read(&new).unwrap());
-    assert_eq!(old_bytes.len(), new_bytes.len());
-    assert_ne!(data_bytes(&input), data_bytes(&new));
-    let before = fs::metadata(&input).unwrap();
-    let report = root.join("report.jsonl");
-
-    let (mut child, out, err) = start(&root, &identity_run(args), env);
-    // Every worker stopped, so that none looks at the file while it is being rewritten (its
-    // time is then new): the only tell left is the change time.
-    let mut workers = vec![stop_a_worker_reading(child.id(), &input)];
-    for pid in child_pids(child.id()) {
-        if !workers.contains(&pid) {
-            send_signal(pid, libc::SIGSTOP);
-            wait_for("a worker stopped", || stopped(pid));
-            workers.push(pid);
-        }
-    }
-    {
+    let new_take = |root: &Path| {
+        let new = root.join("take-v2.wav");
+        write_tone(&new, spec(2, 44100, 16, false), frames, 330.0, 0.25);
+        new
+    };
+    let rewrite = |input: &Path, new: &Path| {
         use std::os::unix::fs::FileExt;
-        let file = fs::OpenOptions::new().write(true).open(&input).unwrap();
+        let before = fs::metadata(input).unwrap();
+        let new_bytes = fs::read(new).unwrap();
+        assert_eq!(before.len(), new_bytes.len() as u64);
+        let file = fs::OpenOptions::new().write(true).open(input).unwrap();
         file.write_all_at(&new_bytes, 0).unwrap();
         file.set_modified(before.modified().unwrap()).unwrap();
-    }
-    let after = fs::metadata(&input).unwrap();
-    assert_eq!(
-        (after.ino(), after.len(), after.modified().unwrap()),
-        (before.ino(), before.len(), before.modified().unwrap()),
-        "the rewrite must keep the inode, the size and the modification time"
-    );
-    for pid in workers {
-        send_signal(pid, libc::SIGCONT);
-    }
-    let status = child.wait().unwrap();
-    let run = finished(&out, &err, status);
-
-    run.expect_code(0);
-    assert_eq!(run.counts(), Counts::new(1, 0, 0), "{}", run.stderr);
-    assert!(
-        data_bytes(&output_of(&input)) == data_bytes(&new),
-        "the output is not the rewritten file's samples"
-    );
-    let (records, _) = records_and_summary(&report);
-    assert_eq!(records[0]["status"], "ok");
-    assert!(
-        run.stderr
-            .contains("take.wav: input changed while it was being read; starting it again"),
-        "{}",
-        run.stderr
-    );
-    assert!(temp_files(&input_dir).is_empty(), "{:?}", names(&input_dir));
+        let after = fs::metadata(input).unwrap();
+        assert_eq!(
+            (after.ino(), after.len(), after.modified().unwrap()),
+            (before.ino(), before.len(), before.modified().unwrap()),
+            "the rewrite must keep the inode, the size and the modification time"
+        );
+    };
+    input_changed_mid_run(args, env, frames, new_take, rewrite);
 }
 
 /// In a folder of thousands of files, discovery leaves the look at each regular file until it is
