@@ -260,10 +260,10 @@ impl Catalog {
             ));
         }
         let (_, dir) = folder.as_ref().expect("just opened");
-        let name = std::ffi::CString::new(self.name(e.name).as_bytes()).expect("no NUL");
-        let stat = output::stat_at(dir, &name)?;
-        let regular = stat.st_mode & libc::S_IFMT == libc::S_IFREG;
-        let size = if regular { stat.st_size as u64 } else { 0 };
+        let size = match kind_at(dir, self.name(e.name))? {
+            Some(Kind::File(size)) => size,
+            _ => 0,
+        };
         // Every variant of the input (entries side by side) has its size.
         let same = |x: &Entry| (x.folder, x.name) == (e.folder, e.name);
         let first = i - self.entries[..i]
@@ -691,7 +691,10 @@ fn walk(
             add_listed(opts, entry, SIZE_LATER, None, plan, &mut outputs, found);
             continue;
         }
-        match handle.as_ref().and_then(|h| kind_at(h, &name)) {
+        match handle
+            .as_ref()
+            .and_then(|h| kind_at(h, &name).ok().flatten())
+        {
             Some(Kind::Folder) if opts.recursive => {
                 walk(opts, &entry.path, &entry.relative, visited, found);
                 continue;
@@ -764,15 +767,15 @@ enum Kind {
 }
 
 /// A regular file or a folder named `name` in the open folder `dir` (not following a link);
-/// `None` for anything else, or when it cannot be looked at.
-fn kind_at(dir: &fs::File, name: &OsStr) -> Option<Kind> {
-    let name = std::ffi::CString::new(name.as_bytes()).ok()?;
-    let stat = output::stat_at(dir, &name).ok()?;
-    match stat.st_mode & libc::S_IFMT {
+/// `None` for anything else; the error when it cannot be looked at.
+fn kind_at(dir: &fs::File, name: &OsStr) -> io::Result<Option<Kind>> {
+    let name = std::ffi::CString::new(name.as_bytes())?;
+    let stat = output::stat_at(dir, &name)?;
+    Ok(match stat.st_mode & libc::S_IFMT {
         libc::S_IFREG => Some(Kind::File(stat.st_size as u64)),
         libc::S_IFDIR => Some(Kind::Folder),
         _ => None,
-    }
+    })
 }
 
 /// An input found in a listed folder.
